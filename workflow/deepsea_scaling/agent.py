@@ -1,0 +1,95 @@
+"""The learning rule and the acting policy of the three agents.
+
+- `td_loss`: squared TD error of every ensemble member on its own minibatch,
+  against r + gamma * (1 - terminated) * max_a Q_target(s', a) (or the Double DQN
+  target). Each member's Q is f_theta(s) + prior_scale * p(s) where p is the
+  fixed prior (zero for boot and eps).
+- `act`: boot/bootrp act greedily with the member drawn for each environment at
+  the start of its episode; eps acts epsilon-greedily with its single network.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import struct
+
+from .networks import QNetwork, ensemble_apply
+from .replay import Transition
+
+
+@struct.dataclass
+class Hyper:
+    """Hyperparameters that do not change array shapes: traced, so they can be vmapped."""
+
+    learning_rate: jax.Array  # effective AdamW rate (per-member rate * K)
+    weight_decay: jax.Array
+    gamma: jax.Array
+    prior_scale: jax.Array  # 0 for boot and eps
+    eps_start: jax.Array
+    eps_end: jax.Array
+    eps_decay_fraction: jax.Array
+    discovery_threshold: jax.Array
+    target_period: jax.Array  # int32
+
+
+def td_loss(
+    params,
+    target_params,
+    network: QNetwork,
+    batch: Transition,
+    prior_q: jax.Array,
+    prior_q_next: jax.Array,
+    hyper: Hyper,
+    double_dqn: bool,
+):
+    """Sum over members of the mean squared TD error on each member's minibatch.
+
+    batch leaves: (K, B[, d]); prior_q, prior_q_next: (K, B, A) prior values at s and s'.
+    Returns (loss, max |Q(s, a)|) -- the latter is the divergence probe.
+    """
+    q = ensemble_apply(network, params, batch.obs) + hyper.prior_scale * prior_q  # (K, B, A)
+    q_taken = jnp.take_along_axis(q, batch.action[..., None], axis=-1)[..., 0]  # (K, B)
+    q_next_target = ensemble_apply(network, target_params, batch.next_obs) + hyper.prior_scale * prior_q_next
+    if double_dqn:
+        q_next_online = ensemble_apply(network, params, batch.next_obs) + hyper.prior_scale * prior_q_next
+        next_action = jnp.argmax(q_next_online, axis=-1)
+        q_next = jnp.take_along_axis(q_next_target, next_action[..., None], axis=-1)[..., 0]
+    else:
+        q_next = jnp.max(q_next_target, axis=-1)  # (K, B)
+    td_target = batch.reward + hyper.gamma * (1.0 - batch.terminated) * jax.lax.stop_gradient(q_next)
+    td_error = q_taken - td_target
+    loss = jnp.sum(jnp.mean(jnp.square(td_error), axis=-1))
+    return loss, jnp.max(jnp.abs(q))
+
+
+def epsilon(progress: jax.Array, hyper: Hyper) -> jax.Array:
+    """clip(eps_start - progress / eps_decay_fraction, eps_end, eps_start); progress in [0, 1].
+
+    With the defaults this is the reference schedule clip(1 - 2 * progress, 0.05, 1).
+    """
+    return jnp.clip(hyper.eps_start - progress / hyper.eps_decay_fraction, hyper.eps_end, hyper.eps_start)
+
+
+def act(
+    key: jax.Array,
+    q_all: jax.Array,
+    active: jax.Array,
+    epsilon_greedy: bool,
+    eps: jax.Array,
+) -> jax.Array:
+    """Actions of all E environments.
+
+    q_all: (K, E, A) every member's Q on every env's observation; active: (E,) the
+    acting member of each env. Ensembles act greedily with their active member;
+    the eps agent (K = 1) takes a uniform random action with probability eps.
+    """
+    num_envs = q_all.shape[1]
+    q_acting = q_all[active, jnp.arange(num_envs)]  # (E, A)
+    greedy = jnp.argmax(q_acting, axis=-1).astype(jnp.int32)
+    if not epsilon_greedy:
+        return greedy
+    rng_explore, rng_action = jax.random.split(key)
+    explore = jax.random.uniform(rng_explore, (num_envs,)) < eps
+    random_action = jax.random.randint(rng_action, (num_envs,), 0, q_all.shape[-1], dtype=jnp.int32)
+    return jnp.where(explore, random_action, greedy)

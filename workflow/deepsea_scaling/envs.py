@@ -1,0 +1,135 @@
+"""Environments: gymnax's DeepSea with one action map per run, and any discrete gymnax env.
+
+gymnax's `DeepSea` draws its action map once in the constructor (every instance
+gets the map of `key(0)` unless given another key) and `sample_action_map`
+redraws it at every reset, i.e. every episode. bsuite draws one map per
+environment instance and keeps it. `PerRunMapDeepSea` carries the map in the
+environment parameters, which vmap over seeds: each run gets its own map, fixed
+for all its episodes.
+
+`EnvAdapter` gives the engine one interface for every environment: observations
+are encoded for the network and the replay buffer (DeepSea: the cell index
+row * n + column, so nothing stores n x n one-hot arrays).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import gymnax
+import jax
+import jax.numpy as jnp
+from flax import struct
+from gymnax.environments import spaces
+from gymnax.environments.bsuite.deep_sea import DeepSea, EnvParams as DeepSeaEnvParams
+
+from .config import ConfigError, TrainConfig
+
+
+@struct.dataclass
+class PerRunMapParams(DeepSeaEnvParams):
+    """DeepSea parameters plus the run's action map: (n, n) int32, 1 where action 1 means right."""
+
+    action_mapping: jax.Array | None = None
+
+
+class PerRunMapDeepSea(DeepSea):
+    """DeepSea whose action map comes from `params.action_mapping` (one per run).
+
+    The state keeps only a scalar placeholder for the map, so the per-step
+    reset/select of gymnax's auto-reset does not copy an (n, n) array per env.
+    """
+
+    def draw_action_mapping(self, key: jax.Array) -> jax.Array:
+        """A fresh map, as bsuite's `mapping_seed`: each cell's "right" action is a fair coin."""
+        return jax.random.bernoulli(key, 0.5, (self.size, self.size)).astype(jnp.int32)
+
+    def params_for_run(self, key: jax.Array, fixed_map: bool) -> PerRunMapParams:
+        mapping = self.action_mapping if fixed_map else self.draw_action_mapping(key)
+        return PerRunMapParams(max_steps_in_episode=self.size, action_mapping=mapping)
+
+    def _mapping(self, params: PerRunMapParams) -> jax.Array:
+        return jnp.where(params.randomize_actions, params.action_mapping, 1)
+
+    def reset_env(self, key, params):
+        obs, state = super().reset_env(key, params)
+        return obs, state.replace(action_mapping=jnp.int32(0))
+
+    def step_env(self, key, state, action, params):
+        placeholder = state.action_mapping
+        obs, state, reward, done, info = super().step_env(
+            key, state.replace(action_mapping=self._mapping(params)), action, params
+        )
+        return obs, state.replace(action_mapping=placeholder), reward, done, info
+
+
+@dataclass(frozen=True)
+class EnvAdapter:
+    """What the engine needs from an environment, with observations already encoded.
+
+    `obs_is_index`: observations are int32 cell indices in [0, obs_size) (DeepSea);
+    otherwise float32 vectors of length obs_size.
+    """
+
+    env: Any
+    num_actions: int
+    obs_is_index: bool
+    obs_size: int
+    fixed_map: bool = False
+
+    def params_for_run(self, key: jax.Array):
+        if self.obs_is_index:
+            return self.env.params_for_run(key, self.fixed_map)
+        return self.env.default_params
+
+    def encode(self, state, obs) -> jax.Array:
+        if self.obs_is_index:
+            n = self.env.size
+            return jnp.clip(state.row, 0, n - 1) * n + state.column
+        return jnp.ravel(obs).astype(jnp.float32)
+
+    def reset(self, key, params):
+        obs, state = self.env.reset(key, params)
+        return self.encode(state, obs), state
+
+    def step(self, key, state, action, params):
+        """One step with auto-reset.
+
+        Returns (next_obs, state, reward, terminated, done, final_obs): `next_obs` is
+        the observation to act on (a reset one after `done`); `final_obs` the true
+        successor for the replay buffer (for DeepSea only used when not terminated).
+        """
+        obs, state, reward, terminated, truncated, info = self.env.step(key, state, action, params)
+        done = jnp.logical_or(terminated, truncated)
+        next_obs = self.encode(state, obs)
+        if self.obs_is_index:
+            final_obs = next_obs  # DeepSea ends only by termination: the successor is masked out
+        else:
+            final_obs = jnp.ravel(info["final_observation"]).astype(jnp.float32)
+        return next_obs, state, reward.astype(jnp.float32), terminated, done, final_obs
+
+
+def make_env(config: TrainConfig) -> EnvAdapter:
+    """Build the adapter for `config.env_name`; ConfigError (no JAX compile) if it cannot train."""
+    if config.is_deepsea:
+        env = PerRunMapDeepSea(size=config.hardness)
+        return EnvAdapter(env, 2, True, config.hardness**2, config.fixed_action_map)
+    if config.env_name not in gymnax.registered_envs:
+        raise ConfigError(
+            f"--env-name={config.env_name} is invalid: not a gymnax environment; "
+            f"choose e.g. DeepSea-bsuite, CartPole-v1, Acrobot-v1, MountainCar-v0"
+        )
+    env, params = gymnax.make(config.env_name)
+    space = env.action_space(params)
+    if not isinstance(space, spaces.Discrete):
+        raise ConfigError(
+            f"--env-name={config.env_name} is invalid: its action space is "
+            f"{type(space).__name__}, not Discrete; DQN agents need discrete actions "
+            f"(e.g. CartPole-v1, Acrobot-v1, MountainCar-v0)"
+        )
+    obs_shape = env.observation_space(params).shape
+    obs_size = 1
+    for d in obs_shape:
+        obs_size *= int(d)
+    return EnvAdapter(env, int(space.n), False, obs_size)

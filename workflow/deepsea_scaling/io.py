@@ -1,0 +1,92 @@
+"""Files between the stages: atomic writes, shard reading with checks, provenance.
+
+A file appears under its final name only complete: it is written to a hidden
+temporary name in the same folder, flushed to disk, then renamed (`os.replace`
+is atomic on POSIX). A killed job leaves at most a `.tmp-*` file behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import platform
+import socket
+import sys
+import tempfile
+from importlib import metadata
+from pathlib import Path
+from typing import Iterator
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+PROVENANCE_PACKAGES = (
+    "deepsea-scaling", "jax", "jaxlib", "flax", "optax", "gymnax", "numpy",
+    "pandas", "pyarrow", "scipy", "statsmodels", "matplotlib", "snakemake",
+)
+
+
+class ShardError(RuntimeError):
+    """A results file is missing, truncated, corrupt or from another configuration."""
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside `path`; on success fsync it and rename it to `path`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp)
+    try:
+        yield tmp
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_table(df: pd.DataFrame, path: str | os.PathLike) -> None:
+    """Atomically write `df` as parquet (.parquet) or CSV (anything else)."""
+    with atomic_path(path) as tmp:
+        if str(path).endswith(".parquet"):
+            pq.write_table(pa.Table.from_pandas(df, preserve_index=False), tmp)
+        else:
+            df.to_csv(tmp, index=False)
+
+
+def write_json(obj: dict, path: str | os.PathLike) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def sidecar_path(table_path: str | os.PathLike) -> Path:
+    """The provenance JSON that accompanies a shard table: same name, suffix .json."""
+    return Path(table_path).with_suffix(".json")
+
+
+def read_shard(path: str | os.PathLike, rebuild_hint: str | None = None) -> pd.DataFrame:
+    """Read one shard table; ShardError naming the file and how to rebuild it if unreadable."""
+    path = Path(path)
+    hint = rebuild_hint or f"delete it and rerun, or run: snakemake --forcerun {path}"
+    if not path.exists():
+        raise ShardError(f"shard {path} is missing; {hint}")
+    try:
+        return pq.read_table(path).to_pandas()
+    except Exception as err:  # pyarrow raises several types for truncated/corrupt files
+        raise ShardError(f"shard {path} is unreadable ({type(err).__name__}: {err}); {hint}") from None
+
+
+def package_versions() -> dict[str, str]:
+    versions = {"python": sys.version.split()[0]}
+    for name in PROVENANCE_PACKAGES:
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            versions[name] = metadata.version(name)
+    return versions
+
+
+def host_facts() -> dict[str, str]:
+    return {"hostname": socket.gethostname(), "platform": platform.platform(), "processor": platform.machine()}

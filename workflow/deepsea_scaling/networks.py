@@ -1,0 +1,66 @@
+"""The Q-network (flax) and its ensemble: K members stacked on a leading axis.
+
+DeepSea's observation is a one-hot n x n grid, so the first dense layer is a
+row lookup: `RowLookupDense` keeps the kernel and the initialisation of
+`nn.Dense` on the one-hot input but computes `kernel[index] + bias`.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+
+class RowLookupDense(nn.Module):
+    """`nn.Dense(features)` applied to one_hot(index, num_cells), as a gather."""
+
+    num_cells: int
+    features: int
+
+    @nn.compact
+    def __call__(self, index: jax.Array) -> jax.Array:
+        kernel = self.param("kernel", nn.initializers.lecun_normal(), (self.num_cells, self.features))
+        bias = self.param("bias", nn.initializers.zeros_init(), (self.features,))
+        return jnp.take(kernel, index, axis=0) + bias
+
+
+class QNetwork(nn.Module):
+    """MLP Q-network: observation -> (num_actions,) Q-values; GELU between layers."""
+
+    hidden_sizes: Sequence[int]
+    num_actions: int
+    num_cells: int = 0  # > 0: observations are cell indices in [0, num_cells)
+
+    @nn.compact
+    def __call__(self, obs: jax.Array) -> jax.Array:
+        first, *rest = self.hidden_sizes
+        if self.num_cells:
+            x = RowLookupDense(self.num_cells, first)(obs)
+        else:
+            x = nn.Dense(first)(obs)
+        x = nn.gelu(x)
+        for width in rest:
+            x = nn.gelu(nn.Dense(width)(x))
+        return nn.Dense(self.num_actions)(x)
+
+
+def init_ensemble(network: QNetwork, key: jax.Array, members: int, obs_example: jax.Array):
+    """Parameters of `members` independently initialised networks, stacked on axis 0."""
+    keys = jax.random.split(key, members)
+    return jax.vmap(lambda k: network.init(k, obs_example))(keys)
+
+
+def ensemble_apply(network: QNetwork, params, obs: jax.Array) -> jax.Array:
+    """Q-values of every member on its own observations.
+
+    params: stacked (K, ...); obs: (K, B) indices or (K, B, d) vectors -> (K, B, A).
+    """
+    return jax.vmap(network.apply)(params, obs)
+
+
+def ensemble_apply_shared(network: QNetwork, params, obs: jax.Array) -> jax.Array:
+    """Q-values of every member on the same observations: obs (B,...) -> (K, B, A)."""
+    return jax.vmap(network.apply, in_axes=(0, None))(params, obs)

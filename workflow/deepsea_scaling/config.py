@@ -111,8 +111,6 @@ class TrainConfig:
             raise bad("eps_end", "need 0 <= eps_end <= eps_start <= 1")
         if not 0 < self.eps_decay_fraction <= 1:
             raise bad("eps_decay_fraction", "must lie in (0, 1]")
-        if self.num_probe_states > self.learning_starts and self.learning_starts > 0:
-            raise bad("num_probe_states", "must be <= --learning-starts (probes come from the initial buffer)")
         return self
 
     # ------------------------------------------------------------ serialising

@@ -239,19 +239,26 @@ class Trainer:
     def summary(self, state: RunState) -> dict[str, jax.Array]:
         return summarize(state.tracker)
 
-    def train(self, key: jax.Array, hyper: Hyper | None = None) -> dict[str, jax.Array]:
-        """The whole run as one pure function of the key (tests, notebooks)."""
+    def run(self, key: jax.Array, hyper: Hyper | None = None) -> RunState:
+        """The whole run as one pure function of the key; returns the final state."""
         hyper = default_hyper(self.config) if hyper is None else hyper
         state = self.init(key, hyper)
         for chunk in range(self.num_chunks):
             state = self.run_chunk(state, jnp.int32(chunk * self.chunk_len), hyper)
-        return self.summary(state)
+        return state
+
+    def train(self, key: jax.Array, hyper: Hyper | None = None) -> dict[str, jax.Array]:
+        """The per-run metrics of `run` (tests, notebooks: `jax.jit(jax.vmap(trainer.train))(keys)`)."""
+        return self.summary(self.run(key, hyper))
 
 
-def make_train(config: TrainConfig, num_chunks: int = 20) -> Trainer:
-    """Validate `config` (ConfigError before anything compiles) and build its Trainer."""
+def make_train(config: TrainConfig, num_chunks: int = 20, env: EnvAdapter | None = None) -> Trainer:
+    """Validate `config` (ConfigError before anything compiles) and build its Trainer.
+
+    `env` replaces the environment named by the config (probe environments in tests).
+    """
     config.validate()
-    env = make_env(config)
+    env = make_env(config) if env is None else env
     network = QNetwork(
         hidden_sizes=tuple(config.hidden_sizes),
         num_actions=env.num_actions,

@@ -1,0 +1,246 @@
+"""The training engine: environment semantics, agents on probe environments, metrics, invariances."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from deepsea_scaling import agent
+from deepsea_scaling.config import ConfigError, TrainConfig, config_hash
+from deepsea_scaling.engine import default_hyper, make_train, seed_keys, train_seeds
+from deepsea_scaling.envs import PerRunMapDeepSea, make_env
+from deepsea_scaling.metrics import record_episodes, summarize, tracker_init
+from deepsea_scaling.replay import Transition, replay_add, replay_init, replay_sample
+
+from probe_envs import probe_adapter
+
+KINDS = ["boot", "bootrp", "eps"]
+
+
+# ------------------------------------------------------------------ DEEPSEA
+def run_policy(n, seed, policy, episodes):
+    """Roll out `policy(obs_index, t) -> action` on one run's env; returns (returns, maps seen)."""
+    cfg = TrainConfig(hardness=n)
+    env = make_env(cfg)
+    params = env.params_for_run(jax.random.key(seed))
+    key = jax.random.key(123)
+    obs, state = env.reset(key, params)
+    step = jax.jit(env.step)
+    returns, ret = [], 0.0
+    for t in range(episodes * n):
+        key, k = jax.random.split(key)
+        obs, state, reward, terminated, done, _ = step(k, state, policy(int(obs), t), params)
+        ret += float(reward)
+        if bool(done):
+            returns.append(ret)
+            ret = 0.0
+    return np.array(returns), np.asarray(params.action_mapping)
+
+
+def test_action_map_is_random_per_run_and_not_all_ones():
+    env = make_env(TrainConfig(hardness=8))
+    maps = [np.asarray(env.params_for_run(jax.random.key(s)).action_mapping) for s in range(4)]
+    for m in maps:
+        assert m.shape == (8, 8) and 0.2 < m.mean() < 0.8  # not the all-ones debug map
+    assert all(not np.array_equal(maps[0], m) for m in maps[1:])
+
+
+def test_fixed_action_map_option_gives_every_run_the_same_map():
+    env = make_env(TrainConfig(hardness=8, fixed_action_map=True))
+    maps = [np.asarray(env.params_for_run(jax.random.key(s)).action_mapping) for s in range(3)]
+    assert all(np.array_equal(maps[0], m) for m in maps)
+
+
+def test_map_fixed_within_a_run_across_episodes():
+    """The optimal policy for this run's map succeeds in every episode: the map never changes."""
+    n = 6
+    env = make_env(TrainConfig(hardness=n))
+    mapping = np.asarray(env.params_for_run(jax.random.key(7)).action_mapping)
+    # the diagonal is the path to the treasure: press "right" there
+    right_policy = lambda obs, t: int(mapping[obs // n, obs % n])  # noqa: E731
+    returns, _ = run_policy(n, 7, right_policy, episodes=5)
+    np.testing.assert_allclose(returns, 0.99, atol=1e-6)
+
+
+@pytest.mark.parametrize("action", [0, 1])
+@pytest.mark.parametrize("n", [4, 7])
+def test_constant_action_never_discovers(n, action):
+    for seed in range(3):
+        returns, mapping = run_policy(n, seed, lambda obs, t: action, episodes=3)
+        assert returns.max() < 0.95
+
+
+def test_random_map_differs_from_gymnax_default():
+    mine = np.asarray(PerRunMapDeepSea(size=10).draw_action_mapping(jax.random.key(5)))
+    assert not np.array_equal(mine, np.asarray(PerRunMapDeepSea(size=10).action_mapping))
+
+
+# ------------------------------------------------------------------ REPLAY
+def test_replay_wraps_around_and_samples_only_stored_slots():
+    example = Transition(jnp.int32(0), jnp.int32(0), jnp.float32(0), jnp.int32(0), jnp.float32(0))
+    buf = replay_init(5, example)
+    for start in (0, 3, 6):
+        ids = jnp.arange(start, start + 3, dtype=jnp.int32)
+        buf = replay_add(buf, Transition(ids, ids, ids.astype(jnp.float32), ids, jnp.zeros(3)))
+    # 9 added into 5 slots: slots hold 5,6,7,8 and 4 (oldest surviving), position 9 % 5 = 4
+    assert int(buf.size) == 5 and int(buf.position) == 4
+    assert sorted(np.asarray(buf.data.obs).tolist()) == [4, 5, 6, 7, 8]
+    sample = replay_sample(buf, jax.random.key(0), (4, 64))
+    assert sample.obs.shape == (4, 64)
+    assert set(np.asarray(sample.obs).ravel().tolist()) == {4, 5, 6, 7, 8}
+    partial = replay_add(replay_init(10, example), Transition(*(jnp.array([1, 2]),) * 2, jnp.ones(2), jnp.array([1, 2]), jnp.zeros(2)))
+    assert set(np.asarray(replay_sample(partial, jax.random.key(1), (100,)).obs).tolist()) == {1, 2}
+
+
+# --------------------------------------------------------------- SCHEDULES
+def test_epsilon_schedule_matches_reference():
+    hyper = default_hyper(TrainConfig(kind="eps"))
+    for progress in [0.0, 0.1, 0.25, 0.45, 0.5, 0.8, 1.0]:
+        expected = np.clip(1 - 2 * progress, 0.05, 1)
+        assert float(agent.epsilon(jnp.float32(progress), hyper)) == pytest.approx(expected, abs=1e-6)
+
+
+# ----------------------------------------------------------------- METRICS
+def test_metrics_on_hand_made_episodes():
+    tr = tracker_init(members=2, num_log_points=4)
+    thr = jnp.float32(0.95)
+    steps = [  # (done, returns, active) for 3 envs
+        ([0, 0, 0], [0.0, 0.0, 0.0], [0, 1, 0]),
+        ([1, 1, 0], [0.2, 0.99, 0.0], [0, 1, 0]),  # episodes 1, 2: env 1 (member 1) discovers at episode 2
+        ([0, 0, 1], [0.0, 0.0, 0.99], [0, 1, 0]),  # episode 3: member 0 discovers
+        ([1, 1, 1], [0.99, 0.0, 0.5], [1, 1, 0]),  # episodes 4-6
+    ]
+    for i, (done, rets, active) in enumerate(steps):
+        tr = record_episodes(tr, jnp.array(done, bool), jnp.array(rets), jnp.array(active), thr, jnp.bool_(i >= 3))
+    m = summarize(tr)
+    assert bool(m["discovered"]) and float(m["episodes_to_discovery"]) == 2
+    assert bool(m["all_members_discovered"]) and float(m["episodes_to_all_members"]) == 3
+    assert int(m["total_episodes"]) == 6
+    assert float(m["final_return"]) == pytest.approx((0.99 + 0.0 + 0.5) / 3)
+    tr_div = tr.replace(diverged=jnp.bool_(True))
+    m = summarize(tr_div)
+    assert not bool(m["discovered"]) and np.isnan(float(m["episodes_to_discovery"]))
+
+
+def test_metrics_when_one_member_never_discovers():
+    tr = tracker_init(members=3, num_log_points=4)
+    tr = record_episodes(tr, jnp.array([True, True]), jnp.array([0.99, 0.99]), jnp.array([0, 2]), jnp.float32(0.95), jnp.bool_(False))
+    m = summarize(tr)
+    assert bool(m["discovered"]) and float(m["episodes_to_discovery"]) == 1
+    assert not bool(m["all_members_discovered"]) and np.isnan(float(m["episodes_to_all_members"]))
+    assert np.isnan(float(m["final_return"]))  # no episode in the last 10%
+
+
+# ------------------------------------------------------- PROBE ENVIRONMENTS
+def probe_config(kind, steps):
+    return TrainConfig(kind=kind, ensemble_size=3, env_name="probe", num_env_steps=steps, num_envs=8,
+                       rb_size=500, learning_starts=200, num_probe_states=16, learning_rate=1e-3,
+                       target_period=10, gamma=0.9)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_agents_learn_analytic_q_values(kind):
+    """One-step reward: Q = 1 everywhere. Two-step chain: Q(s1) = 1, Q(s0) = gamma."""
+    for length, expected in [(1, [1.0]), (2, [0.9, 1.0])]:
+        cfg = probe_config(kind, steps=8 * 600)
+        trainer = make_train(cfg, num_chunks=2, env=probe_adapter(length))
+        hyper = default_hyper(cfg)
+        state = jax.jit(jax.vmap(lambda k: trainer.run(k, hyper)))(seed_keys(cfg, range(2)))
+        obs = jnp.eye(length)
+        q = jax.vmap(lambda s: trainer.q_shared(s.params, s.prior, obs, hyper))(state)  # (S, K, L, A)
+        q = np.asarray(q)
+        if kind != "eps":  # greedy members only ever try their preferred action: check that one
+            q = q.max(axis=-1, keepdims=True)
+        target = np.broadcast_to(np.array(expected)[None, None, :, None], q.shape)
+        np.testing.assert_allclose(q, target, atol=0.05)
+
+
+def test_prior_network_is_unchanged_by_training():
+    cfg = probe_config("bootrp", steps=8 * 300)
+    trainer = make_train(cfg, num_chunks=1, env=probe_adapter(2))
+    hyper = default_hyper(cfg)
+    key = seed_keys(cfg, [0])[0]
+    before = trainer.init(key, hyper).prior
+    after = jax.jit(lambda k: trainer.run(k, hyper))(key)
+    for a, b in zip(jax.tree.leaves(before), jax.tree.leaves(after.prior)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    moved = [not np.allclose(a, b) for a, b in zip(jax.tree.leaves(trainer.init(key, hyper).params), jax.tree.leaves(after.params))]
+    assert all(moved)  # while the trained networks did move
+
+
+def test_members_resampled_only_at_episode_ends():
+    n = 4
+    cfg = TrainConfig(kind="boot", ensemble_size=8, hardness=n, num_episodes=24 * 6, rb_size=200, learning_starts=100)
+    trainer = make_train(cfg)
+    hyper = default_hyper(cfg)
+    state = trainer.init(seed_keys(cfg, [0])[0], hyper)
+    step = jax.jit(lambda s, t: trainer.step(s, t, hyper))
+    actives = [np.asarray(state.active)]
+    for t in range(5 * n):
+        state = step(state, jnp.int32(t))
+        actives.append(np.asarray(state.active))
+    changes = [t for t in range(1, len(actives)) if not np.array_equal(actives[t], actives[t - 1])]
+    assert changes and all(t % n == 0 for t in changes)  # every episode lasts exactly n steps
+    assert any(len(set(a.tolist())) > 1 for a in actives)  # envs act with different members
+
+
+# ---------------------------------------------------------- INVARIANCES
+def small(kind="bootrp", **kw):
+    return TrainConfig(**{**dict(kind=kind, ensemble_size=2 if kind != "eps" else 1, hardness=4, num_episodes=480,
+                                 rb_size=500, learning_starts=240, num_probe_states=16, num_log_points=10), **kw})
+
+
+def test_shard_invariance_and_determinism():
+    cfg = small()
+    alone = train_seeds(cfg, range(0, 4)).metrics
+    among = train_seeds(cfg, range(0, 8)).metrics
+    again = train_seeds(cfg, range(0, 4)).metrics
+    for name in alone:
+        np.testing.assert_array_equal(alone[name], among[name][:4], err_msg=name)
+        np.testing.assert_array_equal(alone[name], again[name], err_msg=name)
+    # seeds get different keys, and the key depends on the config hash
+    assert len(set(np.asarray(jax.random.key_data(seed_keys(cfg, range(4)))).reshape(4, -1)[:, -1].tolist())) == 4
+    assert config_hash(cfg) != config_hash(small(base_seed=1))
+
+
+def test_chunking_does_not_change_results():
+    cfg = small("boot")
+    a = train_seeds(cfg, range(2), num_chunks=1).metrics
+    b = train_seeds(cfg, range(2), num_chunks=7).metrics
+    for name in a:
+        np.testing.assert_array_equal(a[name], b[name], err_msg=name)
+
+
+def test_absurd_learning_rate_is_recorded_as_divergence_not_a_crash():
+    m = train_seeds(small("boot", learning_rate=1e30, ensemble_size=2), range(2)).metrics
+    assert m["diverged"].all() and not m["discovered"].any()
+
+
+def test_diversity_curve_has_a_point_per_log_point_after_learning_starts():
+    m = train_seeds(small("bootrp"), range(2)).metrics
+    div = m["diversity"]
+    assert div.shape == (2, 10)
+    assert np.isfinite(div[:, -5:]).all() and (div[:, -5:] > 0).all()
+    m_eps = train_seeds(small("eps"), range(1)).metrics
+    assert np.nanmax(m_eps["diversity"]) == 0.0  # one member: nothing to disagree
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_every_kind_trains_on_cartpole_with_a_step_budget(kind):
+    cfg = TrainConfig(kind=kind, ensemble_size=2, env_name="CartPole-v1", num_env_steps=24 * 150,
+                      discovery_threshold=30.0, rb_size=1000, learning_starts=500, num_probe_states=16, num_log_points=10)
+    m = train_seeds(cfg, range(2)).metrics
+    assert (m["total_episodes"] > 24).all()  # episodes of varying length ended
+    assert not m["diverged"].any()
+    assert np.isfinite(m["final_return"]).all()
+
+
+def test_invalid_configs_name_the_option():
+    with pytest.raises(ConfigError, match="--kind"):
+        TrainConfig(kind="dqn").validate()
+    with pytest.raises(ConfigError, match="--learning-starts"):
+        TrainConfig(rb_size=100, learning_starts=200).validate()
+    with pytest.raises(ConfigError, match="--env-name"):
+        make_env(TrainConfig(env_name="Pendulum-v1", num_env_steps=10))
+    with pytest.raises(ConfigError, match="--env-name"):
+        make_env(TrainConfig(env_name="NoSuchEnv-v0", num_env_steps=10))

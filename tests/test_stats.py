@@ -1,0 +1,246 @@
+"""Tests of deepsea_scaling.stats on cells simulated from the law."""
+
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import optimize
+from statsmodels.stats.proportion import proportion_confint
+
+from deepsea_scaling.simulate import PAPER_KS, PAPER_NS, simulate_cells, simulate_runs
+from deepsea_scaling.stats import (
+    AnalysisWarning,
+    PowerLawLink,
+    compare_kinds,
+    convergence_table,
+    fit_psi,
+    fit_psi_table,
+    frontier_k,
+    log_likelihood,
+    predicted_probability,
+    residuals_by_k,
+    wilson_interval,
+)
+
+REPLICATES = 200
+
+
+def direct_ml_psi(cells: pd.DataFrame) -> float:
+    """One-parameter binomial maximum likelihood by scipy, K > 1 only."""
+    c = cells[cells["ensemble_size"] > 1]
+    res = optimize.minimize_scalar(
+        lambda th: -log_likelihood(np.exp(th), c["successes"], c["trials"], c["ensemble_size"], c["hardness"]),
+        bounds=(-10, -1e-12), method="bounded", options={"xatol": 1e-12})
+    return float(np.exp(res.x))
+
+
+def fits_by_replicate(cells: pd.DataFrame) -> pd.DataFrame:
+    return pd.concat([fit_psi(g) for _, g in cells.groupby("replicate")], ignore_index=True)
+
+
+def covers(fits: pd.DataFrame, truth: float, which: str) -> float:
+    return float(((fits[f"psi_{which}_low"] <= truth) & (truth <= fits[f"psi_{which}_high"])).mean())
+
+
+# ------------------------------------------------------------------ THE LAW
+def test_wilson_matches_statsmodels():
+    s = np.array([0, 1, 5, 16, 31, 32])
+    t = np.full(6, 32)
+    low, high = wilson_interval(s, t)
+    ref_low, ref_high = proportion_confint(s, t, alpha=0.05, method="wilson")
+    np.testing.assert_allclose(low, ref_low, atol=1e-12)
+    np.testing.assert_allclose(high, ref_high, atol=1e-12)
+    low0, high0 = wilson_interval([0], [0])
+    assert np.isnan(low0[0]) and np.isnan(high0[0])
+
+
+def test_frontier_reaches_its_probability():
+    n = np.array([3.0, 10.0, 30.0])
+    for p in (0.05, 0.5, 0.95):
+        k = frontier_k(0.85, p, n)
+        np.testing.assert_allclose(predicted_probability(0.85, k, n), p, rtol=1e-10)
+    assert np.isinf(frontier_k(0.5, 0.5, [5000.0])[0])
+
+
+def test_link_is_the_law_and_its_derivatives_agree():
+    K = np.array([1.0, 2.0, 10.0, 40.0])
+    link = PowerLawLink(K)
+    eta = np.log(0.85) * np.array([3.0, 10.0, 20.0, 50.0])
+    p = link.inverse(eta)
+    np.testing.assert_allclose(p, predicted_probability(0.85, K, eta / np.log(0.85)), rtol=1e-12)
+    np.testing.assert_allclose(link(p), eta, rtol=1e-10)
+    h = 1e-7
+    np.testing.assert_allclose(link.deriv(p), (link(p + h * p) - link(p - h * p)) / (2 * h * p), rtol=1e-5)
+    np.testing.assert_allclose(link.inverse_deriv(eta), 1 / link.deriv(p), rtol=1e-8)
+    np.testing.assert_allclose(link.deriv2(p), (link.deriv(p + h * p) - link.deriv(p - h * p)) / (2 * h * p),
+                               rtol=1e-4)
+
+
+# --------------------------------------------------------- RECOVERY OF ψ
+@pytest.mark.parametrize("psi", [0.70, 0.80, 0.87, 0.95])
+def test_recovers_psi_and_equals_direct_ml(psi):
+    cells = simulate_cells({"boot": psi}, PAPER_KS, PAPER_NS, trials=32, seed=11)
+    fit = fit_psi(cells).iloc[0]
+    assert fit["status"] == "ok"
+    assert abs(fit["psi"] - psi) < 0.01
+    assert abs(fit["psi"] - direct_ml_psi(cells)) < 1e-5
+    for which in ("wald", "profile", "quasi"):
+        assert fit[f"psi_{which}_low"] < fit["psi"] < fit[f"psi_{which}_high"]
+    assert fit["k_min"] == 2 and fit["k_max"] == 40 and fit["n_min"] == 3 and fit["n_max"] == 96
+    assert fit["n_cells"] == 12 * len(PAPER_NS) and fit["n_runs"] == 32 * fit["n_cells"]
+    assert 0.9 < fit["r2"] <= 1 and np.isfinite(fit["aic"]) and fit["deviance"] > 0
+
+
+def test_include_k1_uses_the_k1_cells():
+    cells = simulate_cells({"boot": 0.8}, (1, 2, 4), (3, 5, 8), trials=32, seed=2)
+    assert fit_psi(cells)["n_cells"].iloc[0] == 6
+    assert fit_psi(cells, include_k1=True)["n_cells"].iloc[0] == 9
+
+
+def test_wald_interval_coverage():
+    cells = simulate_cells({"boot": 0.80}, PAPER_KS, PAPER_NS, trials=32, seed=2024, replicates=REPLICATES)
+    fits = fits_by_replicate(cells)
+    wald, profile = covers(fits, 0.80, "wald"), covers(fits, 0.80, "profile")
+    print(f"coverage at psi=0.80: wald {wald:.3f}, profile {profile:.3f}, quasi {covers(fits, 0.80, 'quasi'):.3f}")
+    assert 0.92 <= wald <= 0.98
+    assert 0.92 <= profile <= 0.98
+
+
+def test_quasi_interval_keeps_coverage_under_overdispersion():
+    # Beta-binomial cells with intra-cell correlation 0.1: dispersion 1 + 31·0.1 ≈ 4.1, as published for BDQN.
+    cells = simulate_cells({"boot": 0.80}, PAPER_KS, PAPER_NS, trials=32, seed=7, overdispersion=0.1,
+                           replicates=REPLICATES)
+    fits = fits_by_replicate(cells)
+    wald, quasi = covers(fits, 0.80, "wald"), covers(fits, 0.80, "quasi")
+    print(f"overdispersed coverage: wald {wald:.3f}, quasi {quasi:.3f}, "
+          f"median dispersion_quasi {fits['dispersion_quasi'].median():.2f}")
+    assert wald < 0.80
+    assert 0.90 <= quasi <= 0.99
+    assert 3.0 < fits["dispersion_quasi"].median() < 5.5
+
+
+# ------------------------------------------------------ COMPARING KINDS
+def test_lrt_rejects_different_psi():
+    cells = simulate_cells({"boot": 0.80, "bootrp": 0.87}, PAPER_KS, PAPER_NS, trials=32, seed=5, replicates=50)
+    out = compare_kinds(cells, by=("replicate",))
+    assert len(out) == 50 and set(out["kind_a"]) == {"boot"} and set(out["kind_b"]) == {"bootrp"}
+    assert (out["p_value"] < 0.05).all() and (out["f_p_value"] < 0.05).all()
+    assert (out["psi_a"] < out["psi_pooled"]).all() and (out["psi_pooled"] < out["psi_b"]).all()
+
+
+def test_lrt_holds_its_size():
+    cells = simulate_cells({"boot": 0.85, "bootrp": 0.85}, PAPER_KS, PAPER_NS, trials=32, seed=3,
+                           replicates=REPLICATES)
+    out = compare_kinds(cells, by=("replicate",))
+    size = float((out["p_value"] < 0.05).mean())
+    print(f"LRT size at psi 0.85 vs 0.85: {size:.3f}")
+    assert 0.02 <= size <= 0.09
+
+
+def test_quasi_f_test_holds_its_size_under_overdispersion():
+    cells = simulate_cells({"boot": 0.85, "bootrp": 0.85}, PAPER_KS, PAPER_NS, trials=32, seed=3,
+                           overdispersion=0.1, replicates=REPLICATES)
+    out = compare_kinds(cells, by=("replicate",))
+    lr_size, f_size = float((out["p_value"] < 0.05).mean()), float((out["f_p_value"] < 0.05).mean())
+    print(f"overdispersed size: LR {lr_size:.3f}, quasi F {f_size:.3f}")
+    assert lr_size > 0.2
+    assert f_size <= 0.10
+
+
+def test_compare_kinds_skips_eps_by_default_and_reports_absent_kind():
+    cells = simulate_cells({"boot": 0.8, "bootrp": 0.87, "eps": 0.6}, (1, 2, 4, 8), (3, 6, 10, 14), seed=1)
+    out = compare_kinds(cells)
+    assert len(out) == 1 and (out["kind_a"].iloc[0], out["kind_b"].iloc[0]) == ("boot", "bootrp")
+    with pytest.warns(AnalysisWarning, match="kind ghost has no cells"):
+        out = compare_kinds(cells, kinds=["boot", "ghost"])
+    assert np.isnan(out["p_value"].iloc[0]) and "ghost" in out["status"].iloc[0]
+    with pytest.warns(AnalysisWarning, match="fewer than two kinds"):
+        out = compare_kinds(cells[cells["kind"] == "boot"])
+    assert np.isnan(out["lr_stat"].iloc[0])
+
+
+# ----------------------------------------------------- CONVERGENCE TABLE
+def test_convergence_table_counts_and_diverged_runs():
+    runs = simulate_runs({"boot": 0.8, "eps": 0.6}, ks=(1, 3), ns=(4, 8), trials=16, seed=0,
+                         num_log_points=10, diverged_rate=0.2)
+    runs.loc[runs["diverged"], "discovered"] = True  # the table must not trust it
+    runs.loc[runs["kind"] == "eps", "ensemble_size"] = 10  # the engine keeps the option; members is 1
+    with pytest.warns(AnalysisWarning, match=r"diverged.*counted as not discovered"):
+        cells = convergence_table(runs)
+    assert list(cells.columns[:3]) == ["kind", "ensemble_size", "hardness"]  # absent study/variant skipped
+    assert len(cells) == 2 * 2 + 2 and (cells["trials"] == 16).all()
+    assert set(cells.loc[cells["kind"] == "eps", "ensemble_size"]) == {1}
+    ok = runs["discovered"] & ~runs["diverged"]
+    expected = ok.groupby([runs["kind"], runs["members"], runs["hardness"]]).sum().to_numpy()
+    np.testing.assert_array_equal(cells["successes"].to_numpy(), expected)
+    assert cells["diverged"].sum() == runs["diverged"].sum()
+    assert (cells["p_low"] <= cells["p_hat"]).all() and (cells["p_hat"] <= cells["p_high"]).all()
+    assert (cells["budget_episodes"] == 3000).all()
+    assert cells["all_members_rate"].between(0, 1).all()
+
+
+def test_fit_psi_table_groups_and_fits_eps_on_k1():
+    cells = simulate_cells({"boot": 0.8, "bootrp": 0.87, "eps": 0.6}, (1, 2, 4, 8, 16), PAPER_NS[:20], seed=4)
+    cells["variant"] = "default"
+    fits = fit_psi_table(cells)
+    assert list(fits["kind"]) == ["boot", "bootrp", "eps"] and (fits["variant"] == "default").all()
+    assert (fits["status"] == "ok").all()
+    truth = np.array([0.8, 0.87, 0.6])
+    assert ((fits["psi_wald_low"] <= truth) & (truth <= fits["psi_wald_high"])).all()
+    res = residuals_by_k(cells, fits)
+    assert set(res.columns) >= {"kind", "ensemble_size", "mean_residual", "sd_residual", "n_cells"}
+    assert res["mean_residual"].abs().max() < 0.1
+
+
+# ------------------------------------------------------------ EDGE CASES
+def _cells(rows):
+    return pd.DataFrame(rows, columns=["ensemble_size", "hardness", "successes", "trials"])
+
+
+@pytest.mark.parametrize("rows, case", [
+    ([(2, 10, 0, 32), (4, 20, 0, 32)], "all 2 cells failed; psi is at the boundary 0"),
+    ([(2, 3, 32, 32), (4, 5, 32, 32)], "all 2 cells succeeded; psi is at the boundary 1"),
+    ([(1, 3, 10, 32), (1, 5, 3, 32)], "no cells with K > 1"),
+    ([], "no cells"),
+])
+def test_fit_psi_without_estimate_warns_and_returns_nan(rows, case):
+    with pytest.warns(AnalysisWarning, match=case):
+        fit = fit_psi(_cells(rows), label="fit_psi[kind=boot, variant=default]")
+    assert len(fit) == 1 and np.isnan(fit["psi"].iloc[0]) and np.isnan(fit["psi_wald_low"].iloc[0])
+    assert fit["status"].iloc[0].startswith(case.split(";")[0])
+
+
+def test_single_cell_fits_exactly_without_dispersion():
+    with pytest.warns(AnalysisWarning, match="single cell"):
+        fit = fit_psi(_cells([(4, 10, 12, 32)])).iloc[0]
+    np.testing.assert_allclose(predicted_probability(fit["psi"], 4, 10), 12 / 32, rtol=1e-6)
+    assert np.isnan(fit["dispersion"]) and np.isnan(fit["psi_quasi_low"]) and np.isfinite(fit["psi_profile_low"])
+
+
+def test_zero_trial_cells_and_too_few_cells():
+    cells = _cells([(2, 3, 20, 32), (4, 8, 10, 32), (8, 12, 0, 0)])
+    with pytest.warns(AnalysisWarning, match="1 cell\\(s\\) with zero trials"):
+        fit = fit_psi(cells).iloc[0]
+    assert fit["n_cells"] == 2 and "empty cell" in fit["status"] and np.isfinite(fit["psi"])
+    with pytest.warns(AnalysisWarning, match="too few cells"), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "fit_psi: 1 cell", AnalysisWarning)
+        fit = fit_psi(cells, min_cells=3).iloc[0]
+    assert np.isnan(fit["psi"])
+
+
+def test_fit_psi_table_names_the_group_in_its_warning():
+    cells = simulate_cells({"boot": 0.8}, (2, 4), (40, 60, 80), seed=0)
+    cells["successes"] = 0
+    cells["variant"] = "lr=1e-3"
+    with pytest.warns(AnalysisWarning, match=r"fit_psi\[variant=lr=1e-3, kind=boot\]: all 6 cells failed"):
+        fits = fit_psi_table(cells)
+    assert len(fits) == 1 and fits["status"].iloc[0].startswith("all 6 cells failed")
+
+
+def test_no_warning_on_clean_data():
+    cells = simulate_cells({"boot": 0.8, "bootrp": 0.87}, PAPER_KS, PAPER_NS[:20], seed=9)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fit_psi_table(cells)
+        compare_kinds(cells)

@@ -1,0 +1,509 @@
+"""Statistics of a study: convergence table, ψ from a binomial GLM, kind comparison.
+
+The law of the reference study is
+
+    P(discovery | K, n) = 1 − (1 − ψ^n)^K,
+
+one parameter ψ per method. It is a binomial GLM with no intercept, covariate
+n, coefficient log ψ and, per row, the link g_K(p) = log(1 − (1 − p)^(1/K)),
+since g_K(P) = n·log ψ. Everything here is a pure function of tidy tables:
+
+- runs  (one row per run, the engine's run table, docs/INTERFACES.md)
+- cells (one row per (study, variant, kind, K, n): `convergence_table`)
+- fits  (one row per (study, variant, kind): `fit_psi_table`)
+
+Problems in the data (all cells failed, a single cell, diverged runs, ...) are
+reported as an `AnalysisWarning` naming the case and a `status` column; the
+row is still returned, with NaN where no estimate exists.
+"""
+
+from __future__ import annotations
+
+import itertools
+import warnings
+from typing import Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+import statsmodels.api as sm
+from scipy import optimize, stats
+from statsmodels.genmod.families import links
+
+CELL_KEYS = ("study", "variant", "kind", "ensemble_size", "hardness")
+FIT_KEYS = ("study", "variant", "kind")
+COMPARE_KEYS = ("study", "variant")
+# Kinds that have nothing but K = 1 (ε-greedy DQN): `fit_psi_table` fits them
+# on their K = 1 cells, which gives the baseline law P = ψ^n.
+K1_ONLY_KINDS = ("eps",)
+
+_P_MIN, _P_MAX = 1e-100, 1.0 - 1e-15  # keeps the link and its derivative finite
+_Z95 = stats.norm.ppf(0.975)
+
+
+class AnalysisWarning(UserWarning):
+    """A problem in the data of an analysis step; the message names the case."""
+
+
+def _warn(message: str) -> None:
+    warnings.warn(message, category=AnalysisWarning, stacklevel=3)
+
+
+def _label(name: str, keys: dict | None) -> str:
+    if not keys:
+        return name
+    inner = ", ".join(f"{k}={v}" for k, v in keys.items())
+    return f"{name}[{inner}]"
+
+
+# ------------------------------------------------------------------ THE LAW
+def predicted_probability(psi, K, n) -> np.ndarray:
+    """P = 1 − (1 − ψ^n)^K, broadcast over psi, K and n (any shapes that broadcast)."""
+    psi, K, n = (np.asarray(a, dtype=float) for a in (psi, K, n))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return -np.expm1(K * np.log1p(-(psi ** n)))
+
+
+def frontier_k(psi: float, p_target: float, n) -> np.ndarray:
+    """Ensemble size K(n) = log(1 − P) / log(1 − ψ^n) that reaches probability P.
+
+    n: array of hardness values (any shape); returns K of the same shape,
+    `inf` where ψ^n underflows to 0 (no finite ensemble reaches P).
+    """
+    n = np.asarray(n, dtype=float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        denom = np.log1p(-(float(psi) ** n))
+        k = np.log1p(-float(p_target)) / denom
+    return np.where(denom == 0, np.inf, k)
+
+
+def wilson_interval(successes, trials, level: float = 0.95):
+    """Wilson score interval of a binomial proportion, vectorised.
+
+    successes, trials: arrays of the same shape; returns (low, high) of that
+    shape, NaN where trials is 0.
+    """
+    s = np.asarray(successes, dtype=float)
+    t = np.asarray(trials, dtype=float)
+    z = stats.norm.ppf(0.5 + level / 2)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        p = s / t
+        denom = 1 + z**2 / t
+        centre = (p + z**2 / (2 * t)) / denom
+        half = z * np.sqrt(p * (1 - p) / t + z**2 / (4 * t**2)) / denom
+        low = np.where(t > 0, np.clip(centre - half, 0.0, 1.0), np.nan)
+        high = np.where(t > 0, np.clip(centre + half, 0.0, 1.0), np.nan)
+    return low, high
+
+
+def log_likelihood(psi, successes, trials, K, n) -> np.ndarray:
+    """Binomial log-likelihood of the law (without the binomial coefficients).
+
+    psi: scalar or array of shape (m,) (evaluated for each value); successes,
+    trials, K, n: arrays of shape (cells,). Returns shape () or (m,).
+    """
+    psi = np.asarray(psi, dtype=float)
+    s, t, K, n = (np.asarray(a, dtype=float) for a in (successes, trials, K, n))
+    log_q = K * np.log1p(-np.power.outer(psi, n))  # log(1 − p), shape (..., cells)
+    log_p = np.log(np.clip(-np.expm1(log_q), 1e-300, None))
+    return np.sum(s * log_p + (t - s) * log_q, axis=-1)
+
+
+class PowerLawLink(links.Link):
+    """g_K(p) = log(1 − (1 − p)^(1/K)) with one K per row of the GLM.
+
+    The arrays statsmodels passes have one value per observation, so K is a
+    vector of the same length.
+    """
+
+    def __init__(self, K):
+        self.K = np.asarray(K, dtype=float)
+
+    def _u(self, p):
+        # u = (1 − p)^(1/K) and 1 − u, both without cancellation.
+        e = np.log1p(-p) / self.K
+        return np.exp(e), -np.expm1(e)
+
+    def __call__(self, p):
+        p = np.clip(p, _P_MIN, _P_MAX)
+        return np.log(self._u(p)[1])
+
+    def inverse(self, z):
+        z = np.minimum(z, -1e-15)
+        return np.clip(-np.expm1(self.K * np.log1p(-np.exp(z))), _P_MIN, _P_MAX)
+
+    def deriv(self, p):
+        p = np.clip(p, _P_MIN, _P_MAX)
+        u, one_minus_u = self._u(p)
+        return u / (self.K * (1 - p) * one_minus_u)
+
+    def deriv2(self, p):
+        p = np.clip(p, _P_MIN, _P_MAX)
+        u, one_minus_u = self._u(p)
+        d1 = u / (self.K * (1 - p) * one_minus_u)
+        return d1 / (1 - p) * (1 - 1 / self.K - u / (self.K * one_minus_u))
+
+    def inverse_deriv(self, z):
+        z = np.minimum(z, -1e-15)
+        ez = np.exp(z)
+        return self.K * np.exp((self.K - 1) * np.log1p(-ez)) * ez
+
+    def inverse_deriv2(self, z):
+        z = np.minimum(z, -1e-15)
+        ez = np.exp(z)
+        q = np.log1p(-ez)
+        return self.K * ez * (np.exp((self.K - 1) * q) - (self.K - 1) * np.exp((self.K - 2) * q) * ez)
+
+
+def _single_cell_psi(s, t, K, n) -> np.ndarray:
+    """ψ that fits one cell exactly, per cell (NaN at 0 or t successes)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        p = s / t
+        psi = (-np.expm1(np.log1p(-p) / K)) ** (1 / n)
+    return np.where((s > 0) & (s < t), psi, np.nan)
+
+
+def _glm(s, t, K, X, start) -> "sm.GLM":
+    family = sm.families.Binomial(link=PowerLawLink(K), check_link=False)
+    endog = np.column_stack([s, t - s])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return sm.GLM(endog, X, family=family).fit(start_params=start, maxiter=200, tol=1e-12)
+
+
+# ------------------------------------------------------------- CONVERGENCE
+def convergence_table(runs: pd.DataFrame, by: Sequence[str] = CELL_KEYS) -> pd.DataFrame:
+    """One row per cell of a run table.
+
+    runs: the engine's run table (docs/INTERFACES.md), one row per run; needs
+    `discovered`, and the keys of `by` that it has (absent keys are skipped,
+    so a bare engine table without study/variant works). For `eps` rows the
+    ensemble size is `members` (1) where that column exists.
+
+    Returns columns: the keys, trials, successes, p_hat, p_low, p_high (Wilson
+    95%), median_episodes_to_discovery, all_members_rate, diverged (runs that
+    diverged; they count as failures whatever `discovered` says),
+    budget_episodes (the cell's num_episodes, if the column exists). Sorted by
+    the keys.
+    """
+    if "discovered" not in runs.columns:
+        raise ValueError("convergence_table: the run table has no 'discovered' column")
+    keys = [k for k in by if k in runs.columns]
+    df = runs.copy()
+    if "members" in df.columns and "kind" in df.columns and "ensemble_size" in df.columns:
+        is_k1 = df["kind"].isin(K1_ONLY_KINDS)
+        df.loc[is_k1, "ensemble_size"] = df.loc[is_k1, "members"]
+    diverged = df["diverged"].fillna(False).astype(bool) if "diverged" in df.columns else pd.Series(False, index=df.index)
+    df["_diverged"] = diverged
+    df["_success"] = df["discovered"].fillna(False).astype(bool) & ~diverged
+    df["_episodes"] = df["episodes_to_discovery"].where(df["_success"]) if "episodes_to_discovery" in df.columns else np.nan
+    if "all_members_discovered" in df.columns:
+        df["_all"] = df["all_members_discovered"].fillna(False).astype(bool) & ~diverged
+    else:
+        df["_all"] = np.nan
+
+    grouped = df.groupby(keys, sort=True, dropna=False) if keys else df.groupby(np.zeros(len(df)))
+    out = grouped.agg(
+        trials=("_success", "size"),
+        successes=("_success", "sum"),
+        median_episodes_to_discovery=("_episodes", "median"),
+        all_members_rate=("_all", "mean"),
+        diverged=("_diverged", "sum"),
+    )
+    if "num_episodes" in df.columns:
+        budgets = grouped["num_episodes"].agg(["min", "max"])
+        if (budgets["min"] != budgets["max"]).any():
+            _warn("convergence_table: some cells mix runs of different num_episodes; budget_episodes is their maximum")
+        out["budget_episodes"] = budgets["max"]
+    out = out.reset_index() if keys else out.reset_index(drop=True)
+    out["trials"] = out["trials"].astype(int)
+    out["successes"] = out["successes"].astype(int)
+    out["diverged"] = out["diverged"].astype(int)
+    out["p_hat"] = out["successes"] / out["trials"]
+    out["p_low"], out["p_high"] = wilson_interval(out["successes"], out["trials"])
+    n_div = int(out["diverged"].sum())
+    if n_div:
+        _warn(f"convergence_table: {n_div} run(s) diverged in {int((out['diverged'] > 0).sum())} cell(s); "
+              "counted as not discovered (column 'diverged')")
+    cols = keys + ["trials", "successes", "p_hat", "p_low", "p_high", "median_episodes_to_discovery",
+                   "all_members_rate", "diverged"] + (["budget_episodes"] if "budget_episodes" in out else [])
+    return out[cols].sort_values(keys, kind="stable").reset_index(drop=True) if keys else out[cols]
+
+
+# ---------------------------------------------------------------- FIT ψ
+_FIT_COLUMNS = ["psi", "psi_wald_low", "psi_wald_high", "psi_profile_low", "psi_profile_high",
+                "psi_quasi_low", "psi_quasi_high", "log_psi", "log_psi_se", "deviance", "pearson_chi2",
+                "dispersion", "dispersion_quasi", "r2", "aic", "n_cells", "n_runs", "k_min", "k_max", "n_min", "n_max", "status"]
+
+
+def _usable_cells(cells: pd.DataFrame, include_k1: bool, label: str) -> tuple[pd.DataFrame, list[str]]:
+    """Cells the fit uses, and notes on what was left out."""
+    missing = {"ensemble_size", "hardness", "successes", "trials"} - set(cells.columns)
+    if missing:
+        raise ValueError(f"{label}: cells lack column(s) {', '.join(sorted(missing))}")
+    notes = []
+    c = cells[["ensemble_size", "hardness", "successes", "trials"]].astype(float)
+    c = c[c["trials"].notna() & c["successes"].notna()]
+    empty = c["trials"] <= 0
+    if empty.any():
+        _warn(f"{label}: {int(empty.sum())} cell(s) with zero trials left out")
+        notes.append(f"{int(empty.sum())} empty cell(s) left out")
+        c = c[~empty]
+    if not include_k1:
+        c = c[c["ensemble_size"] > 1]
+    return c, notes
+
+
+def _pearson_dispersion(s, t, p_fit, n_params: int) -> tuple[float, float, float]:
+    """Pearson χ², χ²/df over all cells, and χ²/df over the informative cells.
+
+    The quasi-binomial intervals and F tests use the second dispersion: cells
+    whose expected binomial variance t·p(1 − p) is below 1 (p near 0 or 1, most
+    of a DeepSea grid) cannot show overdispersion yet count in the df, and a
+    single success where p = 1e-6 adds 1e6/t to χ², so χ²/df over all cells is
+    heavy-tailed (in simulations its mean was 11 for a true dispersion of 4,
+    and 0.8 for a true 1). Falls back to all cells when fewer than
+    n_params + 2 cells are informative.
+    """
+    p_fit = np.clip(p_fit, _P_MIN, _P_MAX)
+    var = t * p_fit * (1 - p_fit)
+    terms = (s - t * p_fit) ** 2 / np.clip(var, 1e-300, None)
+    pearson = float(terms.sum())
+    df_all = len(s) - n_params
+    dispersion = pearson / df_all if df_all > 0 else np.nan
+    informative = var >= 1
+    df_inf = int(informative.sum()) - n_params
+    dispersion_quasi = float(terms[informative].sum() / df_inf) if df_inf >= 2 else dispersion
+    return pearson, dispersion, dispersion_quasi
+
+
+def _profile_interval(theta_hat, s, t, K, n, level=0.95) -> tuple[float, float]:
+    """Likelihood-ratio interval for ψ: {ψ : 2(ℓ̂ − ℓ(ψ)) ≤ χ²₁(level)}."""
+    cut = stats.chi2.ppf(level, 1) / 2
+    l_hat = log_likelihood(np.exp(theta_hat), s, t, K, n)
+
+    def f(theta):
+        return l_hat - log_likelihood(np.exp(theta), s, t, K, n) - cut
+
+    lo_end, hi_end = theta_hat - 50.0, -1e-13
+    low = optimize.brentq(f, lo_end, theta_hat, xtol=1e-12) if f(lo_end) > 0 else -np.inf
+    high = optimize.brentq(f, theta_hat, hi_end, xtol=1e-14) if f(hi_end) > 0 else 0.0
+    return float(np.exp(low)), float(np.exp(high))
+
+
+def fit_psi(cells: pd.DataFrame, include_k1: bool = False, *, label: str | None = None,
+            min_cells: int = 1, level: float = 0.95) -> pd.DataFrame:
+    """Fit ψ of P = 1 − (1 − ψ^n)^K by a binomial GLM on the cells.
+
+    cells: one row per cell with columns ensemble_size (K), hardness (n),
+    successes, trials; K = 1 is left out unless `include_k1`.
+
+    Returns one row with columns psi; the intervals psi_{wald,profile,quasi}_
+    {low,high} (Wald on log ψ; profile likelihood; Wald scaled by the Pearson
+    dispersion, i.e. quasi-binomial); log_psi and log_psi_se; deviance,
+    pearson_chi2, dispersion (χ²/df, the published statistic),
+    dispersion_quasi (χ²/df over the cells with t·p(1 − p) ≥ 1, which scales
+    the quasi interval: see `_pearson_dispersion`), r2 (of the cell
+    proportions), aic;
+    n_cells, n_runs, k_min, k_max, n_min, n_max; status ("ok" or the case).
+    """
+    label = label or "fit_psi"
+    row = dict.fromkeys(_FIT_COLUMNS, np.nan)
+    c, notes = _usable_cells(cells, include_k1, label)
+    s, t, K, n = (c[col].to_numpy() for col in ("successes", "trials", "ensemble_size", "hardness"))
+    row.update(n_cells=len(c), n_runs=int(t.sum()))
+    if len(c):
+        row.update(k_min=K.min(), k_max=K.max(), n_min=n.min(), n_max=n.max())
+
+    def give_up(case: str) -> pd.DataFrame:
+        _warn(f"{label}: {case}")
+        row["status"] = "; ".join([case] + notes)
+        return pd.DataFrame([row], columns=_FIT_COLUMNS)
+
+    if len(c) == 0:
+        k1 = "" if include_k1 else " with K > 1 (pass include_k1=True to use K = 1)"
+        return give_up(f"no cells{k1}; no estimate")
+    if len(c) < min_cells:
+        return give_up(f"too few cells to fit ({len(c)} < {min_cells}); no estimate")
+    if s.sum() == 0:
+        return give_up(f"all {len(c)} cells failed; psi is at the boundary 0, no estimate")
+    if (s == t).all():
+        return give_up(f"all {len(c)} cells succeeded; psi is at the boundary 1, no estimate")
+
+    start = np.nanmedian(_single_cell_psi(s, t, K, n))
+    start = 0.8 if not np.isfinite(start) else min(max(start, 1e-6), 1 - 1e-9)
+    res = _glm(s, t, K, n[:, None], np.array([np.log(start)]))
+    theta, se = float(res.params[0]), float(res.bse[0])
+    if not np.isfinite(theta) or theta >= 0:
+        return give_up("the GLM did not converge; no estimate")
+    df_resid = len(c) - 1
+    p_fit = predicted_probability(np.exp(theta), K, n)
+    p_obs = s / t
+    pearson, dispersion, dispersion_quasi = _pearson_dispersion(s, t, p_fit, 1)
+    ss_tot = np.sum((p_obs - p_obs.mean()) ** 2)
+    z = stats.norm.ppf(0.5 + level / 2)
+    row.update(
+        psi=np.exp(theta), log_psi=theta, log_psi_se=se,
+        psi_wald_low=np.exp(theta - z * se), psi_wald_high=min(np.exp(theta + z * se), 1.0),
+        deviance=float(res.deviance), pearson_chi2=pearson, dispersion=dispersion,
+        dispersion_quasi=dispersion_quasi,
+        r2=1 - np.sum((p_obs - p_fit) ** 2) / ss_tot if ss_tot > 0 and df_resid > 0 else np.nan,
+        aic=float(res.aic),
+    )
+    row["psi_profile_low"], row["psi_profile_high"] = _profile_interval(theta, s, t, K, n, level)
+    if df_resid > 0:
+        qse = se * np.sqrt(dispersion_quasi)
+        row["psi_quasi_low"], row["psi_quasi_high"] = np.exp(theta - z * qse), min(np.exp(theta + z * qse), 1.0)
+        row["status"] = "; ".join(["ok"] + notes)
+    else:
+        _warn(f"{label}: a single cell; psi fits it exactly, no dispersion, quasi interval or R²")
+        row["status"] = "; ".join(["single cell: no dispersion"] + notes)
+    return pd.DataFrame([row], columns=_FIT_COLUMNS)
+
+
+def _groups(cells: pd.DataFrame, by: Iterable[str]):
+    keys = [k for k in by if k in cells.columns]
+    if not keys:
+        yield {}, cells
+        return
+    for values, group in cells.groupby(keys, sort=True, dropna=False):
+        values = values if isinstance(values, tuple) else (values,)
+        yield dict(zip(keys, values)), group
+
+
+def fit_psi_table(cells: pd.DataFrame, by: Sequence[str] = FIT_KEYS, include_k1: bool = False,
+                  *, min_cells: int = 1) -> pd.DataFrame:
+    """`fit_psi` per group of `by` (keys absent from `cells` are skipped).
+
+    Kinds with K = 1 only (`eps`) are fitted on their K = 1 cells whatever
+    `include_k1` says (their law is P = ψ^n, the baseline). Returns one row per
+    group: the keys, then the columns of `fit_psi`.
+    """
+    rows = []
+    for keys, group in _groups(cells, by):
+        k1 = include_k1 or (keys.get("kind") in K1_ONLY_KINDS)
+        fit = fit_psi(group, include_k1=k1, label=_label("fit_psi", keys), min_cells=min_cells)
+        rows.append(pd.concat([pd.DataFrame([keys]), fit], axis=1) if keys else fit)
+    if not rows:
+        keys = [k for k in by if k in cells.columns]
+        return pd.DataFrame(columns=keys + _FIT_COLUMNS)
+    return pd.concat(rows, ignore_index=True)
+
+
+# -------------------------------------------------------- COMPARING KINDS
+_COMPARE_COLUMNS = ["kind_a", "kind_b", "psi_a", "psi_b", "psi_pooled", "n_cells_a", "n_cells_b",
+                    "lr_stat", "df", "p_value", "f_stat", "f_df_denom", "f_p_value", "dispersion", "status"]
+
+
+def _compare_pair(c: pd.DataFrame, a: str, b: str, include_k1: bool, label: str) -> dict:
+    row = dict.fromkeys(_COMPARE_COLUMNS, np.nan)
+    row.update(kind_a=a, kind_b=b, df=1)
+    parts = {}
+    for kind in (a, b):
+        part, _ = _usable_cells(c[c["kind"] == kind], include_k1, label)
+        parts[kind] = part
+        row["n_cells_a" if kind == a else "n_cells_b"] = len(part)
+    problems = []
+    for kind, part in parts.items():
+        if len(part) == 0:
+            problems.append(f"kind {kind} has no cells" + ("" if include_k1 else " with K > 1"))
+        elif part["successes"].sum() == 0:
+            problems.append(f"kind {kind}: all cells failed (psi at the boundary 0)")
+        elif (part["successes"] == part["trials"]).all():
+            problems.append(f"kind {kind}: all cells succeeded (psi at the boundary 1)")
+    if problems:
+        case = "; ".join(problems) + "; no test"
+        _warn(f"{label}: {case}")
+        row["status"] = case
+        return row
+
+    both = pd.concat([parts[a], parts[b]])
+    s, t, K, n = (both[col].to_numpy() for col in ("successes", "trials", "ensemble_size", "hardness"))
+    is_a = np.r_[np.ones(len(parts[a]), bool), np.zeros(len(parts[b]), bool)]
+    starts = []
+    for mask in (is_a, ~is_a):
+        guess = np.nanmedian(_single_cell_psi(s[mask], t[mask], K[mask], n[mask]))
+        starts.append(np.log(guess) if np.isfinite(guess) else np.log(0.8))
+    full = _glm(s, t, K, np.column_stack([n * is_a, n * ~is_a]), np.array(starts))
+    pooled = _glm(s, t, K, n[:, None], np.array([np.mean(starts)]))
+    n_obs, n_par = len(both), 2
+    _, _, dispersion = _pearson_dispersion(s, t, full.mu, 2)
+    lr = max(float(pooled.deviance - full.deviance), 0.0)
+    row.update(psi_a=float(np.exp(full.params[0])), psi_b=float(np.exp(full.params[1])),
+               psi_pooled=float(np.exp(pooled.params[0])), lr_stat=lr,
+               p_value=float(stats.chi2.sf(lr, 1)), status="ok")
+    if n_obs > n_par:
+        f_stat = lr / dispersion
+        row.update(dispersion=dispersion, f_stat=f_stat, f_df_denom=n_obs - n_par,
+                   f_p_value=float(stats.f.sf(f_stat, 1, n_obs - n_par)))
+    else:
+        _warn(f"{label}: only {n_obs} cells for 2 parameters; no dispersion, no F test")
+        row["status"] = "no residual degrees of freedom: no F test"
+    return row
+
+
+def compare_kinds(cells: pd.DataFrame, kinds: Sequence[str] | None = None, by: Sequence[str] = COMPARE_KEYS,
+                  include_k1: bool = False) -> pd.DataFrame:
+    """Likelihood-ratio test of equal ψ between kinds, per group of `by`.
+
+    Fits one joint GLM with a ψ per kind (columns n·[kind = a], n·[kind = b])
+    and the pooled GLM with one ψ; the deviance difference is χ²₁ under equal
+    ψ. Under overdispersion the quasi-likelihood F = (LR / 1) / φ with φ the
+    Pearson dispersion of the joint model (over its informative cells, see
+    `_pearson_dispersion`), on (1, cells − 2) df.
+
+    cells: as for `fit_psi`, plus `kind`. kinds: the kinds to compare (all
+    pairs); by default those with cells with K > 1 (boot and bootrp; `eps`
+    has K = 1 only). Returns one row per group and pair: the keys, kind_a,
+    kind_b, psi_a, psi_b, psi_pooled, n_cells_a, n_cells_b, lr_stat, df,
+    p_value, f_stat, f_df_denom, f_p_value, dispersion, status.
+    """
+    if "kind" not in cells.columns:
+        raise ValueError("compare_kinds: cells lack column 'kind'")
+    rows = []
+    for keys, group in _groups(cells, by):
+        label = _label("compare_kinds", keys)
+        if kinds is None:
+            eligible = group if include_k1 else group[group["ensemble_size"] > 1]
+            eligible = eligible[eligible["trials"] > 0]
+            group_kinds = sorted(eligible["kind"].unique())
+        else:
+            group_kinds = list(kinds)
+        if len(group_kinds) < 2:
+            case = f"fewer than two kinds to compare ({', '.join(group_kinds) or 'none'}); no test"
+            _warn(f"{label}: {case}")
+            row = dict.fromkeys(_COMPARE_COLUMNS, np.nan)
+            row.update(kind_a=group_kinds[0] if group_kinds else None, status=case)
+            rows.append({**keys, **row})
+            continue
+        for a, b in itertools.combinations(group_kinds, 2):
+            rows.append({**keys, **_compare_pair(group, a, b, include_k1, label)})
+    keys = [k for k in by if k in cells.columns]
+    return pd.DataFrame(rows, columns=keys + _COMPARE_COLUMNS)
+
+
+# ---------------------------------------------------------------- RESIDUALS
+def _match_fits(cells: pd.DataFrame, fits: pd.DataFrame) -> pd.DataFrame:
+    """cells with the ψ of their (study, variant, kind) fit as column `psi`."""
+    keys = [k for k in FIT_KEYS if k in cells.columns and k in fits.columns]
+    if not keys:
+        if len(fits) != 1:
+            raise ValueError("cells and fits share no key (study/variant/kind) and fits has several rows")
+        return cells.assign(psi=float(fits["psi"].iloc[0]))
+    return cells.merge(fits[keys + ["psi"]], on=keys, how="left")
+
+
+def residuals_by_k(cells: pd.DataFrame, fits: pd.DataFrame) -> pd.DataFrame:
+    """Mean and sd of (predicted − observed) P per kind (and study, variant) and K.
+
+    cells: a convergence table; fits: `fit_psi_table` output sharing its keys.
+    All K are included (also K = 1, where the law over-predicts). Returns
+    columns: the keys, ensemble_size, mean_residual, sd_residual, n_cells.
+    Cells whose fit has no ψ are left out.
+    """
+    c = _match_fits(cells[cells["trials"] > 0], fits)
+    c = c[c["psi"].notna()].copy()
+    c["residual"] = predicted_probability(c["psi"], c["ensemble_size"], c["hardness"]) - c["successes"] / c["trials"]
+    keys = [k for k in FIT_KEYS if k in c.columns] + ["ensemble_size"]
+    out = (c.groupby(keys, sort=True)["residual"]
+           .agg(mean_residual="mean", sd_residual="std", n_cells="size").reset_index())
+    return out

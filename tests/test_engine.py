@@ -34,12 +34,12 @@ def run_policy(n, seed, policy, episodes):
         if bool(done):
             returns.append(ret)
             ret = 0.0
-    return np.array(returns), np.asarray(params.action_mapping)
+    return np.array(returns), np.asarray(params)
 
 
 def test_action_map_is_random_per_run_and_not_all_ones():
     env = make_env(TrainConfig(hardness=8))
-    maps = [np.asarray(env.params_for_run(jax.random.key(s)).action_mapping) for s in range(4)]
+    maps = [np.asarray(env.params_for_run(jax.random.key(s))) for s in range(4)]
     for m in maps:
         assert m.shape == (8, 8) and 0.2 < m.mean() < 0.8  # not the all-ones debug map
     assert all(not np.array_equal(maps[0], m) for m in maps[1:])
@@ -47,7 +47,7 @@ def test_action_map_is_random_per_run_and_not_all_ones():
 
 def test_fixed_action_map_option_gives_every_run_the_same_map():
     env = make_env(TrainConfig(hardness=8, fixed_action_map=True))
-    maps = [np.asarray(env.params_for_run(jax.random.key(s)).action_mapping) for s in range(3)]
+    maps = [np.asarray(env.params_for_run(jax.random.key(s))) for s in range(3)]
     assert all(np.array_equal(maps[0], m) for m in maps)
 
 
@@ -55,7 +55,7 @@ def test_map_fixed_within_a_run_across_episodes():
     """The optimal policy for this run's map succeeds in every episode: the map never changes."""
     n = 6
     env = make_env(TrainConfig(hardness=n))
-    mapping = np.asarray(env.params_for_run(jax.random.key(7)).action_mapping)
+    mapping = np.asarray(env.params_for_run(jax.random.key(7)))
     # the diagonal is the path to the treasure: press "right" there
     right_policy = lambda obs, t: int(mapping[obs // n, obs % n])  # noqa: E731
     returns, _ = run_policy(n, 7, right_policy, episodes=5)
@@ -143,7 +143,7 @@ def test_agents_learn_analytic_q_values(kind):
     """One-step reward: Q = 1 everywhere. Two-step chain: Q(s1) = 1, Q(s0) = gamma."""
     for length, expected in [(1, [1.0]), (2, [0.9, 1.0])]:
         cfg = probe_config(kind, steps=8 * 600)
-        trainer = make_train(cfg, num_chunks=2, env=probe_adapter(length))
+        trainer = make_train(cfg, env=probe_adapter(length))
         hyper = default_hyper(cfg)
         state = jax.jit(jax.vmap(lambda k: trainer.run(k, hyper)))(seed_keys(cfg, range(2)))
         obs = jnp.eye(length)
@@ -157,7 +157,7 @@ def test_agents_learn_analytic_q_values(kind):
 
 def test_prior_network_is_unchanged_by_training():
     cfg = probe_config("bootrp", steps=8 * 300)
-    trainer = make_train(cfg, num_chunks=1, env=probe_adapter(2))
+    trainer = make_train(cfg, env=probe_adapter(2))
     hyper = default_hyper(cfg)
     key = seed_keys(cfg, [0])[0]
     before = trainer.init(key, hyper).prior
@@ -174,7 +174,7 @@ def test_members_resampled_only_at_episode_ends():
     trainer = make_train(cfg)
     hyper = default_hyper(cfg)
     state = trainer.init(seed_keys(cfg, [0])[0], hyper)
-    step = jax.jit(lambda s, t: trainer.step(s, t, hyper))
+    step = jax.jit(lambda s, t: trainer.learn_step(s, t, hyper))
     actives = [np.asarray(state.active)]
     for t in range(5 * n):
         state = step(state, jnp.int32(t))
@@ -203,12 +203,21 @@ def test_shard_invariance_and_determinism():
     assert config_hash(cfg) != config_hash(small(base_seed=1))
 
 
-def test_chunking_does_not_change_results():
+def test_host_driven_segments_equal_one_jitted_run():
+    """Cutting training into host-driven segments changes no outcome.
+
+    The two paths are different XLA programs (the host path compiles at another
+    LLVM optimisation level), so the float Q-diversity may differ in the last bits.
+    """
     cfg = small("boot")
-    a = train_seeds(cfg, range(2), num_chunks=1).metrics
-    b = train_seeds(cfg, range(2), num_chunks=7).metrics
+    a = train_seeds(cfg, range(2)).metrics
+    trainer = make_train(cfg)
+    b = jax.tree.map(np.asarray, jax.jit(jax.vmap(trainer.train))(seed_keys(cfg, range(2))))
     for name in a:
-        np.testing.assert_array_equal(a[name], b[name], err_msg=name)
+        if name == "diversity":
+            np.testing.assert_allclose(a[name], b[name], rtol=1e-5, err_msg=name)
+        else:
+            np.testing.assert_array_equal(a[name], b[name], err_msg=name)
 
 
 def test_absurd_learning_rate_is_recorded_as_divergence_not_a_crash():

@@ -35,24 +35,24 @@ class Hyper:
 
 def td_loss(
     params,
-    target_params,
     network: QNetwork,
     batch: Transition,
     prior_q: jax.Array,
-    prior_q_next: jax.Array,
+    q_next_target: jax.Array,
+    q_next_online: jax.Array | None,
     hyper: Hyper,
-    double_dqn: bool,
 ):
     """Sum over members of the mean squared TD error on each member's minibatch.
 
-    batch leaves: (K, B[, d]); prior_q, prior_q_next: (K, B, A) prior values at s and s'.
+    batch leaves: (K, B[, d]); prior_q: (K, B, A) prior values at s (zero without
+    prior); q_next_target: (K, B, A) target-network Q at s' (prior included);
+    q_next_online: the online Q at s' for Double DQN (it picks the action the
+    target evaluates), or None for the plain max.
     Returns (loss, max |Q(s, a)|) -- the latter is the divergence probe.
     """
     q = ensemble_apply(network, params, batch.obs) + hyper.prior_scale * prior_q  # (K, B, A)
     q_taken = jnp.take_along_axis(q, batch.action[..., None], axis=-1)[..., 0]  # (K, B)
-    q_next_target = ensemble_apply(network, target_params, batch.next_obs) + hyper.prior_scale * prior_q_next
-    if double_dqn:
-        q_next_online = ensemble_apply(network, params, batch.next_obs) + hyper.prior_scale * prior_q_next
+    if q_next_online is not None:
         next_action = jnp.argmax(q_next_online, axis=-1)
         q_next = jnp.take_along_axis(q_next_target, next_action[..., None], axis=-1)[..., 0]
     else:

@@ -1,11 +1,11 @@
 """Training: `make_train(config)` builds the pure per-run functions; seeds are vmapped.
 
 One run is a pure function of (config, key). The vector step threads a named
-`RunState` through `lax.scan`; the host drives the scan in chunks only to print
-progress, and the chunking does not change the result. Branches that depend on
-the step index alone (learning started? target update? logging point?) are
-`lax.cond` on an unbatched predicate, so under `vmap` they stay real branches:
-the Q-diversity probe runs only at its logging points.
+`RunState` through `lax.fori_loop`. Training is cut into `num_log_points`
+segments: each is one call of the same compiled program (traced loop bounds),
+ends with the Q-diversity measurement, and lets the host print progress between
+calls; the cutting does not change the result. Warm-up steps (acting only) and
+learning steps are separate loops, so no branch carries the whole state.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from .replay import ReplayBuffer, Transition, replay_add, replay_init, replay_sa
 @struct.dataclass
 class RunState:
     params: Any  # online Q-networks, (K, ...) stacked
-    target_params: Any
+    target: Any  # target networks' params, or (target_table mode) their Q on every cell, (K, cells, A)
     opt_state: Any
     prior: Any  # bootrp: DeepSea (K, cells, A) prior Q table, else prior params; None otherwise
     env_params: Any  # per run: DeepSea's action map
@@ -71,15 +71,13 @@ def seed_keys(config: TrainConfig, seeds) -> jax.Array:
 
 @dataclass(frozen=True)
 class Trainer:
-    """The pure functions of one run; `train(key, hyper)` = init, every chunk, summary."""
+    """The pure functions of one run; `train(key, hyper)` = init, every logging segment, summary."""
 
     config: TrainConfig
     env: EnvAdapter
     network: QNetwork
     num_steps: int  # vector steps per run
     learn_start: int  # first vector step with a gradient step
-    chunk_len: int  # vector steps per host-side chunk
-    num_chunks: int
 
     # ------------------------------------------------------------- Q-VALUES
     @property
@@ -103,6 +101,30 @@ class Trainer:
             q = q + hyper.prior_scale * prior_q
         return q
 
+    @property
+    def target_table(self) -> bool:
+        """Keep the target networks as a Q-table over all DeepSea cells instead of parameters.
+
+        The target changes only every `target_period` steps, so tabulating it
+        then (cells forward passes) is cheaper than evaluating it on every
+        minibatch (members x batch_size passes per step) while cells <=
+        target_period x batch_size -- true for DeepSea up to n = 56 by default.
+        """
+        cfg = self.config
+        return self.env.obs_is_index and self.env.obs_size <= cfg.target_period * cfg.batch_size
+
+    def target_of(self, params, prior, hyper: Hyper):
+        """The target state made from the current online parameters."""
+        if self.target_table:
+            return self.q_shared(params, prior, jnp.arange(self.env.obs_size), hyper)
+        return params
+
+    def target_values(self, target, prior, obs: jax.Array, hyper: Hyper) -> jax.Array:
+        """Target Q (prior included) of each member on its own observations: (K, B[, d]) -> (K, B, A)."""
+        if self.target_table:
+            return jax.vmap(lambda table, o: table[o])(target, obs)
+        return ensemble_apply(self.network, target, obs) + hyper.prior_scale * self.prior_values(prior, obs)
+
     def optimizer(self, hyper: Hyper) -> optax.GradientTransformation:
         return optax.adamw(hyper.learning_rate, weight_decay=hyper.weight_decay)
 
@@ -122,7 +144,7 @@ class Trainer:
         example = Transition(obs[0], jnp.int32(0), jnp.float32(0), obs[0], jnp.float32(0))
         return RunState(
             params=params,
-            target_params=params,
+            target=self.target_of(params, prior, hyper),
             opt_state=self.optimizer(hyper).init(params),
             prior=prior,
             env_params=env_params,
@@ -137,11 +159,10 @@ class Trainer:
         )
 
     # ------------------------------------------------------------ ONE STEP
-    def step(self, state: RunState, t: jax.Array, hyper: Hyper) -> RunState:
+    def act_step(self, state: RunState, t: jax.Array, hyper: Hyper) -> RunState:
+        """Act in all envs, store the transitions, account for the episodes that ended."""
         cfg, env = self.config, self.env
-        rng, rng_act, rng_env, rng_member, rng_sample, rng_probe = jax.random.split(state.rng, 6)
-
-        # ACT AND STEP THE ENVIRONMENTS
+        rng, rng_act, rng_env, rng_member = jax.random.split(state.rng, 4)
         q_all = self.q_shared(state.params, state.prior, state.obs, hyper)  # (K, E, A)
         eps = agent.epsilon(t.astype(jnp.float32) / self.num_steps, hyper)
         action = agent.act(rng_act, q_all, state.active, cfg.kind == "eps", eps)
@@ -161,7 +182,7 @@ class Trainer:
         )
         tracker = tracker.replace(diverged=tracker.diverged | ~jnp.all(jnp.isfinite(q_all)))
         new_member = jax.random.randint(rng_member, (cfg.num_envs,), 0, cfg.members, dtype=jnp.int32)
-        state = state.replace(
+        return state.replace(
             env_state=env_state,
             obs=next_obs,
             active=jnp.where(done, new_member, state.active),
@@ -171,53 +192,42 @@ class Trainer:
             rng=rng,
         )
 
-        # LEARN
-        state = jax.lax.cond(
-            t == self.learn_start,
-            lambda s: s.replace(probe_obs=replay_sample(s.buffer, rng_probe, (cfg.num_probe_states,)).obs),
-            lambda s: s,
-            state,
-        )
-        grad_step = t - self.learn_start + 1
-        state = jax.lax.cond(
-            t >= self.learn_start, lambda s: self.learn(s, rng_sample, grad_step, hyper), lambda s: s, state
-        )
+    def learn_step(self, state: RunState, t: jax.Array, hyper: Hyper) -> RunState:
+        """A vector step followed by one AdamW step on every member's own minibatch.
 
-        # LOG Q-DIVERSITY at the end of every 1/L of training
-        num_points = cfg.num_log_points
-        point = ((t + 1) * num_points) // self.num_steps - 1
-        is_log_point = point > (t * num_points) // self.num_steps - 1
-        return jax.lax.cond(
-            is_log_point & (t >= self.learn_start),
-            lambda s: s.replace(
-                tracker=s.tracker.replace(
-                    diversity=s.tracker.diversity.at[point].set(self.q_diversity(s, hyper))
-                )
-            ),
-            lambda s: s,
-            state,
-        )
-
-    def learn(self, state: RunState, key: jax.Array, grad_step: jax.Array, hyper: Hyper) -> RunState:
-        """One AdamW step on every member's own minibatch, then the periodic hard target update."""
+        The hard target update every `target_period` gradient steps is a select,
+        not a branch, so XLA fuses it into the optimiser's pass over the parameters.
+        """
         cfg = self.config
-        batch = replay_sample(state.buffer, key, (cfg.members, cfg.batch_size))  # leaves (K, B, ...)
+        state = self.act_step(state, t, hyper)
+        rng, rng_sample = jax.random.split(state.rng)
+        batch = replay_sample(state.buffer, rng_sample, (cfg.members, cfg.batch_size))  # leaves (K, B, ...)
         prior_q = self.prior_values(state.prior, batch.obs)
-        prior_q_next = self.prior_values(state.prior, batch.next_obs)
+        q_next_target = self.target_values(state.target, state.prior, batch.next_obs, hyper)
+        q_next_online = None
+        if cfg.double_dqn:
+            q_next_online = ensemble_apply(self.network, state.params, batch.next_obs)
+            q_next_online = q_next_online + hyper.prior_scale * self.prior_values(state.prior, batch.next_obs)
         (loss, q_max), grads = jax.value_and_grad(agent.td_loss, has_aux=True)(
-            state.params, state.target_params, self.network, batch, prior_q, prior_q_next, hyper, cfg.double_dqn
+            state.params, self.network, batch, prior_q, q_next_target, q_next_online, hyper
         )
         updates, opt_state = self.optimizer(hyper).update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
-        target_params = jax.lax.cond(
-            grad_step % hyper.target_period == 0, lambda: params, lambda: state.target_params
-        )
+        grad_step = t - self.learn_start + 1
+        update_target = grad_step % hyper.target_period == 0
+        if self.target_table:  # a branch: the table is recomputed only when the target changes
+            target = jax.lax.cond(
+                update_target, lambda: self.target_of(params, state.prior, hyper), lambda: state.target
+            )
+        else:  # a select XLA fuses into the optimiser's pass over the parameters
+            target = jax.tree.map(lambda p, tp: jnp.where(update_target, p, tp), params, state.target)
         finite = jnp.isfinite(loss) & jnp.isfinite(q_max)
         return state.replace(
             params=params,
-            target_params=target_params,
+            target=target,
             opt_state=opt_state,
             tracker=state.tracker.replace(diverged=state.tracker.diverged | ~finite),
+            rng=rng,
         )
 
     def q_diversity(self, state: RunState, hyper: Hyper) -> jax.Array:
@@ -225,16 +235,34 @@ class Trainer:
         q = self.q_shared(state.params, state.prior, state.probe_obs, hyper)  # (K, P, A)
         return jnp.mean(jnp.std(q, axis=0))
 
-    # ---------------------------------------------------------------- CHUNKS
-    def run_chunk(self, state: RunState, t0: jax.Array, hyper: Hyper) -> RunState:
-        """`chunk_len` vector steps from step t0; steps past the budget are skipped."""
+    # -------------------------------------------------------------- SEGMENTS
+    def segment_bounds(self, point: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """Vector steps [t0, t1) of logging segment `point` (of num_log_points)."""
+        total, points = self.num_steps, self.config.num_log_points
+        return (point * total) // points, ((point + 1) * total) // points
 
-        def body(state, t):
-            state = jax.lax.cond(t < self.num_steps, lambda s: self.step(s, t, hyper), lambda s: s, state)
-            return state, None
+    def run_segment(self, state: RunState, point: jax.Array, hyper: Hyper) -> RunState:
+        """Train through logging segment `point`, then record Q-diversity for it.
 
-        state, _ = jax.lax.scan(body, state, t0 + jnp.arange(self.chunk_len, dtype=jnp.int32))
-        return state
+        Steps before `learn_start` only act (warm-up: the buffer fills with the
+        acting policy's transitions); the probe set is drawn from that initial
+        buffer just before the first gradient step. Loop bounds are traced, so
+        one compiled program serves every segment.
+        """
+        t0, t1 = self.segment_bounds(point)
+        s0 = self.learn_start
+        state = jax.lax.fori_loop(t0, jnp.minimum(t1, s0), lambda t, s: self.act_step(s, t, hyper), state)
+        take_probe = (t0 <= s0) & (s0 < t1)
+        probe_key = jax.random.fold_in(state.rng, 1)
+        probe_obs = jax.lax.cond(
+            take_probe,
+            lambda: replay_sample(state.buffer, probe_key, (self.config.num_probe_states,)).obs,
+            lambda: state.probe_obs,
+        )
+        state = state.replace(probe_obs=probe_obs)
+        state = jax.lax.fori_loop(jnp.maximum(t0, s0), t1, lambda t, s: self.learn_step(s, t, hyper), state)
+        diversity = jax.lax.cond(t1 > s0, lambda: self.q_diversity(state, hyper), lambda: jnp.float32(jnp.nan))
+        return state.replace(tracker=state.tracker.replace(diversity=state.tracker.diversity.at[point].set(diversity)))
 
     def summary(self, state: RunState) -> dict[str, jax.Array]:
         return summarize(state.tracker)
@@ -243,16 +271,16 @@ class Trainer:
         """The whole run as one pure function of the key; returns the final state."""
         hyper = default_hyper(self.config) if hyper is None else hyper
         state = self.init(key, hyper)
-        for chunk in range(self.num_chunks):
-            state = self.run_chunk(state, jnp.int32(chunk * self.chunk_len), hyper)
-        return state
+        return jax.lax.fori_loop(
+            0, self.config.num_log_points, lambda point, s: self.run_segment(s, point, hyper), state
+        )
 
     def train(self, key: jax.Array, hyper: Hyper | None = None) -> dict[str, jax.Array]:
         """The per-run metrics of `run` (tests, notebooks: `jax.jit(jax.vmap(trainer.train))(keys)`)."""
         return self.summary(self.run(key, hyper))
 
 
-def make_train(config: TrainConfig, num_chunks: int = 20, env: EnvAdapter | None = None) -> Trainer:
+def make_train(config: TrainConfig, env: EnvAdapter | None = None) -> Trainer:
     """Validate `config` (ConfigError before anything compiles) and build its Trainer.
 
     `env` replaces the environment named by the config (probe environments in tests).
@@ -264,11 +292,9 @@ def make_train(config: TrainConfig, num_chunks: int = 20, env: EnvAdapter | None
         num_actions=env.num_actions,
         num_cells=env.obs_size if env.obs_is_index else 0,
     )
-    num_steps = config.num_vector_steps
-    learn_start = max(math.ceil(config.learning_starts / config.num_envs) - 1, 0)
-    num_chunks = max(1, min(num_chunks, num_steps))
-    chunk_len = math.ceil(num_steps / num_chunks)
-    return Trainer(config, env, network, num_steps, learn_start, chunk_len, math.ceil(num_steps / chunk_len))
+    # learning starts once the buffer holds learning_starts transitions
+    learn_start = min(math.ceil(config.learning_starts / config.num_envs), config.num_vector_steps)
+    return Trainer(config, env, network, config.num_vector_steps, learn_start)
 
 
 # ------------------------------------------------------------------ HOST SIDE
@@ -278,6 +304,14 @@ class ShardResult:
     compile_seconds: float
     run_seconds: float
     devices: list[str]
+
+
+# XLA:CPU spends most of a job's compile time in LLVM's optimiser. Programs run
+# once (init, summary) gain nothing from it; the training loop loses no speed at
+# level 2 against the default 3 and compiles in about half the time (measured:
+# benchmarks/README.md). GPU backends ignore the option.
+RUN_ONCE = {"xla_backend_optimization_level": 0}
+HOT_LOOP = {"xla_backend_optimization_level": 2}
 
 
 def _seed_sharding(num_seeds: int):
@@ -293,10 +327,13 @@ def train_seeds(
     config: TrainConfig,
     seeds: range | list[int],
     progress: Callable[[str], None] | None = None,
-    num_chunks: int = 20,
 ) -> ShardResult:
-    """Train every seed of `seeds` in one vmapped, jitted program; per-seed metrics as numpy."""
-    trainer = make_train(config, num_chunks=num_chunks)
+    """Train every seed of `seeds` in one vmapped, jitted program; per-seed metrics as numpy.
+
+    The host calls the compiled segment once per logging point and prints a
+    progress line about every 10% of training, between calls.
+    """
+    trainer = make_train(config)
     seeds = list(seeds)
     hyper = default_hyper(config)
     keys = seed_keys(config, seeds)
@@ -305,28 +342,30 @@ def train_seeds(
         keys = jax.device_put(keys, sharding)
 
     t_start = time.perf_counter()
-    init = jax.jit(jax.vmap(trainer.init, in_axes=(0, None))).lower(keys, hyper).compile()
-    state_shape = jax.eval_shape(jax.vmap(trainer.init, in_axes=(0, None)), keys, hyper)
-    run_chunk = (
-        jax.jit(jax.vmap(trainer.run_chunk, in_axes=(0, None, None)), donate_argnums=0)
+    batched_init = jax.vmap(trainer.init, in_axes=(0, None))
+    init = jax.jit(batched_init).lower(keys, hyper).compile(RUN_ONCE)
+    state_shape = jax.eval_shape(batched_init, keys, hyper)
+    run_segment = (
+        jax.jit(jax.vmap(trainer.run_segment, in_axes=(0, None, None)), donate_argnums=0)
         .lower(state_shape, jnp.int32(0), hyper)
-        .compile()
+        .compile(HOT_LOOP)
     )
-    summary = jax.jit(jax.vmap(trainer.summary)).lower(state_shape).compile()
+    summary = jax.jit(jax.vmap(trainer.summary)).lower(state_shape).compile(RUN_ONCE)
     compile_seconds = time.perf_counter() - t_start
 
     t_run = time.perf_counter()
     state = init(keys, hyper)
-    report_every = max(1, trainer.num_chunks // 10)
-    for chunk in range(trainer.num_chunks):
-        state = run_chunk(state, jnp.int32(chunk * trainer.chunk_len), hyper)
-        if progress is not None and ((chunk + 1) % report_every == 0 or chunk + 1 == trainer.num_chunks):
+    points = config.num_log_points
+    report_every = max(1, points // 10)
+    for point in range(points):
+        state = run_segment(state, jnp.int32(point), hyper)
+        if progress is not None and ((point + 1) % report_every == 0 or point + 1 == points):
             jax.block_until_ready(state.tracker.episodes)
             elapsed = time.perf_counter() - t_run
-            done = min((chunk + 1) * trainer.chunk_len, trainer.num_steps)
-            left = elapsed / done * (trainer.num_steps - done)
+            done = ((point + 1) * trainer.num_steps) // points
+            left = elapsed / max(done, 1) * (trainer.num_steps - done)
             progress(
-                f"{done / trainer.num_steps:6.1%}  step {done:,}/{trainer.num_steps:,}  "
+                f"{(point + 1) / points:6.1%}  step {done:,}/{trainer.num_steps:,}  "
                 f"elapsed {_hms(elapsed)}  left ~{_hms(left)}"
             )
     metrics = jax.tree.map(np.asarray, summary(state))

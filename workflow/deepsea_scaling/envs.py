@@ -78,9 +78,20 @@ class EnvAdapter:
     obs_size: int
     fixed_map: bool = False
 
-    def params_for_run(self, key: jax.Array):
+    def params_for_run(self, key: jax.Array) -> jax.Array:
+        """The per-run part of the environment: DeepSea's action map, (n, n) int32; else an empty array.
+
+        Only this is carried in the training state. The other parameters are
+        rebuilt as Python constants at every step, so XLA folds them away (the
+        noise draws of a deterministic DeepSea are then never computed).
+        """
         if self.obs_is_index:
-            return self.env.params_for_run(key, self.fixed_map)
+            return self.env.params_for_run(key, self.fixed_map).action_mapping
+        return jnp.zeros((0,), jnp.int32)
+
+    def _params(self, run_data: jax.Array):
+        if self.obs_is_index:
+            return PerRunMapParams(max_steps_in_episode=self.env.size, action_mapping=run_data)
         return self.env.default_params
 
     def encode(self, state, obs) -> jax.Array:
@@ -89,18 +100,18 @@ class EnvAdapter:
             return jnp.clip(state.row, 0, n - 1) * n + state.column
         return jnp.ravel(obs).astype(jnp.float32)
 
-    def reset(self, key, params):
-        obs, state = self.env.reset(key, params)
+    def reset(self, key, run_data):
+        obs, state = self.env.reset(key, self._params(run_data))
         return self.encode(state, obs), state
 
-    def step(self, key, state, action, params):
+    def step(self, key, state, action, run_data):
         """One step with auto-reset.
 
         Returns (next_obs, state, reward, terminated, done, final_obs): `next_obs` is
         the observation to act on (a reset one after `done`); `final_obs` the true
         successor for the replay buffer (for DeepSea only used when not terminated).
         """
-        obs, state, reward, terminated, truncated, info = self.env.step(key, state, action, params)
+        obs, state, reward, terminated, truncated, info = self.env.step(key, state, action, self._params(run_data))
         done = jnp.logical_or(terminated, truncated)
         next_obs = self.encode(state, obs)
         if self.obs_is_index:

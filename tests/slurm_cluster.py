@@ -1,0 +1,234 @@
+"""Helpers for tests that run on the one-node SLURM cluster of .ci/start_slurm.sh.
+
+Nothing here needs SLURM accounting (`sacct`/slurmdbd), which the test cluster
+does not have. Evidence that a job really went through `sbatch` comes from:
+
+- snakemake's own log line "Job <id> has been submitted with SLURM jobid <N>"
+  (:func:`snakemake_submitted_job_ids`);
+- the controller's log, line "_slurm_rpc_submit_batch_job: JobId=<N>", written
+  for every accepted `sbatch` (:func:`submitted_job_ids_since`);
+- `scontrol show job <N>`, which keeps a finished job for MinJobAge seconds
+  (300 on the test cluster) with its state, exit code, comment and TRES
+  (:func:`show_job`).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import time
+from datetime import datetime
+from pathlib import Path
+
+# States in which a node accepts jobs (`sinfo -o %t`; a trailing "*" means the
+# controller lost contact with the node, so "idle*" does not count).
+USABLE_NODE_STATES = {"idle", "mix", "alloc", "comp"}
+# The executor plugin polls with squeue only if MinJobAge >= 3 x its
+# init-seconds-before-status-checks (40 s by default); else it falls back to
+# sacct, which fails without accounting and the run hangs.
+MIN_JOB_AGE_NEEDED = 120
+
+_SUBMIT_RE = re.compile(
+    r"^\[(?P<ts>\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?)\]\s+"
+    r"_slurm_rpc_submit_batch_job: JobId=(?P<id>\d+)\b"
+)
+_SNAKEMAKE_SUBMIT_RE = re.compile(
+    r"Job (?P<job>\S+) has been submitted with SLURM jobid (?P<id>\d+)"
+)
+
+
+def _run(cmd: list[str], timeout: float = 15) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        cmd, capture_output=True, text=True, timeout=timeout, check=False
+    )
+
+
+def ensure_slurm() -> str | None:
+    """None when a SLURM node takes jobs here, else the reason why not.
+
+    Checks the client commands, that `sinfo` answers with a node that is idle,
+    mixed or allocated, and that MinJobAge is long enough for the executor
+    plugin's `squeue` status checks. Starts nothing: `.ci/start_slurm.sh` does
+    (when it failed under .ci/run, its message is appended to the reason).
+    """
+    reason = _slurm_problem()
+    start_error = os.environ.get("DEEPSEA_SLURM_START_ERROR", "").strip()
+    if reason is not None and start_error:
+        reason += f" [.ci/start_slurm.sh: {start_error}]"
+    return reason
+
+
+def _slurm_problem() -> str | None:
+    hint = " (start it with: sudo bash .ci/start_slurm.sh)"
+    for cmd in ("sinfo", "sbatch", "squeue", "scontrol", "srun"):
+        if shutil.which(cmd) is None:
+            return f"SLURM command '{cmd}' not found{hint}"
+    try:
+        res = _run(["sinfo", "-h", "-N", "-o", "%N %t"])
+    except subprocess.TimeoutExpired:
+        return f"'sinfo' did not answer within 15 s (slurmctld not running?){hint}"
+    if res.returncode != 0:
+        msg = (res.stderr or res.stdout).strip().splitlines()
+        return f"'sinfo' failed: {msg[-1] if msg else 'exit ' + str(res.returncode)}{hint}"
+    states = [line.split() for line in res.stdout.splitlines() if line.strip()]
+    if not states:
+        return f"'sinfo' lists no nodes{hint}"
+    if not any(len(s) == 2 and s[1] in USABLE_NODE_STATES for s in states):
+        shown = ", ".join(" ".join(s) for s in states)
+        return f"no SLURM node is idle or mixed (sinfo: {shown}){hint}"
+    age = min_job_age()
+    if age is None:
+        return "could not read MinJobAge from 'scontrol show config'"
+    if age < MIN_JOB_AGE_NEEDED:
+        return (
+            f"SLURM MinJobAge is {age} s; the snakemake SLURM plugin needs "
+            f">= {MIN_JOB_AGE_NEEDED} s to poll with squeue{hint}"
+        )
+    return None
+
+
+def slurm_config() -> dict[str, str]:
+    """`scontrol show config` as a dict (values as printed, stripped)."""
+    res = _run(["scontrol", "show", "config"])
+    res.check_returncode()
+    conf: dict[str, str] = {}
+    for line in res.stdout.splitlines():
+        key, sep, value = line.partition("=")
+        if sep and key.strip() and " " not in key.strip():
+            conf[key.strip()] = value.strip()
+    return conf
+
+
+def min_job_age() -> int | None:
+    """MinJobAge in seconds, or None when it cannot be read."""
+    try:
+        value = slurm_config().get("MinJobAge", "")
+    except (subprocess.SubprocessError, OSError):
+        return None
+    m = re.match(r"(\d+)", value)
+    return int(m.group(1)) if m else None
+
+
+def slurmctld_log_path() -> Path | None:
+    """Where slurmctld logs (SlurmctldLogFile), or None if it logs elsewhere."""
+    try:
+        value = slurm_config().get("SlurmctldLogFile", "")
+    except (subprocess.SubprocessError, OSError):
+        return None
+    if not value or value == "(null)":
+        return None
+    return Path(value)
+
+
+def _to_epoch(since: float | datetime) -> float:
+    return since.timestamp() if isinstance(since, datetime) else float(since)
+
+
+def submitted_ids_from_ctld_log(since: float | datetime) -> set[int] | None:
+    """Job ids slurmctld logged as submitted by sbatch at or after `since`.
+
+    `since` is a `time.time()` value or a datetime. The log's time stamps are
+    local time, like `datetime.fromtimestamp`. None when the log cannot be read.
+    """
+    path = slurmctld_log_path()
+    if path is None:
+        return None
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return None
+    t0 = _to_epoch(since)
+    ids = set()
+    for line in text.splitlines():
+        m = _SUBMIT_RE.match(line)
+        if m and datetime.fromisoformat(m["ts"]).timestamp() >= t0:
+            ids.add(int(m["id"]))
+    return ids
+
+
+def submitted_ids_from_squeue(since: float | datetime) -> set[int]:
+    """Job ids with a submit time at or after `since` that squeue still knows
+    (finished jobs stay for MinJobAge seconds). Whole-second resolution."""
+    res = _run(["squeue", "--states=all", "-h", "-o", "%i|%V"])
+    res.check_returncode()
+    t0 = int(_to_epoch(since))
+    ids = set()
+    for line in res.stdout.splitlines():
+        jobid, _, submitted = line.strip().partition("|")
+        if not jobid.isdigit():
+            continue  # array tasks etc.
+        try:
+            ts = datetime.fromisoformat(submitted).timestamp()
+        except ValueError:
+            continue
+        if ts >= t0:
+            ids.add(int(jobid))
+    return ids
+
+
+def submitted_job_ids_since(since: float | datetime) -> set[int]:
+    """The set of job ids SLURM recorded as submitted (sbatch) since `since`.
+
+    Read from the slurmctld log when it is readable (complete: every accepted
+    submission), else from squeue (jobs finished more than MinJobAge ago are
+    missing there).
+    """
+    ids = submitted_ids_from_ctld_log(since)
+    if ids is None:
+        ids = submitted_ids_from_squeue(since)
+    return ids
+
+
+def show_job(jobid: int | str) -> dict[str, str] | None:
+    """`scontrol show job` as a dict (JobState, ExitCode, Comment, TresPerJob,
+    WorkDir, ...), or None when SLURM no longer (or never) knew the job."""
+    res = _run(["scontrol", "-o", "show", "job", str(jobid)])
+    if res.returncode != 0 or not res.stdout.strip():
+        return None
+    line = res.stdout.strip().splitlines()[0]
+    # key=value pairs separated by spaces; a value may itself contain spaces,
+    # so a pair ends where the next " Key=" begins.
+    pairs = re.findall(r"(\w[\w/:]*)=(.*?)(?=\s+\w[\w/:]*=|\s*$)", line)
+    return {k: v.strip() for k, v in pairs}
+
+
+def snakemake_submitted_job_ids(log_text: str) -> dict[str, int]:
+    """snakemake job id -> SLURM job id, from snakemake's "... has been
+    submitted with SLURM jobid N" lines (a retried job appears twice; the
+    last submission wins here, see :func:`snakemake_slurm_ids`)."""
+    return {m["job"]: int(m["id"]) for m in _SNAKEMAKE_SUBMIT_RE.finditer(log_text)}
+
+
+def snakemake_slurm_ids(log_text: str) -> list[int]:
+    """Every SLURM job id snakemake reported submitting, in order."""
+    return [int(m["id"]) for m in _SNAKEMAKE_SUBMIT_RE.finditer(log_text)]
+
+
+def snakemake_run_uuid(log_text: str) -> str | None:
+    """The plugin's run id (the job name of all its sbatch jobs)."""
+    m = re.search(r"SLURM run ID: (\S+)", log_text)
+    return m.group(1) if m else None
+
+
+def cancel_run(run_uuid: str) -> None:
+    """Cancel every job of one snakemake run (they share the job name)."""
+    if run_uuid and shutil.which("scancel"):
+        _run(["scancel", "--name", run_uuid])
+
+
+def wait_until(predicate, timeout: float = 30.0, interval: float = 0.5) -> bool:
+    """Poll `predicate()` until true or `timeout` seconds pass."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if predicate():
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(interval)
+
+
+def in_ci() -> bool:
+    """True when running under CI (CI=true), where SLURM tests must not skip."""
+    return os.environ.get("CI", "").strip().lower() in {"true", "1", "yes"}

@@ -1,0 +1,474 @@
+"""Expand a study of `config.yaml` into cells, seed shards and output paths.
+
+Pure functions for the Snakefile (no snakemake import). A *study* names kinds,
+ensemble sizes K and hardness values n, seeds per cell, the shard size, the
+episode budget, hyperparameter overrides and an optional one-at-a-time sweep.
+A *cell* is one (kind, variant, K, n) with its full `TrainConfig` and that
+config's hash; a *shard* is a half-open range of seed indices of one cell,
+trained by one `python -m deepsea_scaling.train` call.
+
+Output paths carry the config hash, so a changed hyperparameter can never be
+mixed with old results, and shard boundaries are multiples of the shard size,
+so raising seeds per cell adds new shards and leaves the old ones valid.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+import shlex
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+from .config import KINDS, ConfigError, TrainConfig, config_hash
+
+DEFAULT_VARIANT = "default"
+SHARD_PATTERN = (
+    "results/{study}/runs/{kind}/{variant}/K{K}/n{n}/{hash}/seeds_{start}-{stop}.parquet"
+)
+# Study keys whose values are not TrainConfig overrides but which select cells.
+_CELL_FIELDS = ("kind", "ensemble_size", "hardness", "num_episodes", "base_seed")
+_TRAIN_FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
+
+
+class StudyError(ValueError):
+    """A study of config.yaml cannot be expanded; the one-line message names the key."""
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One (kind, variant, K, n) of a study: everything one training run needs but the seed."""
+
+    kind: str
+    variant: str
+    ensemble_size: int
+    hardness: int
+    config: TrainConfig = field(repr=False)
+    hash: str
+
+
+@dataclass(frozen=True)
+class Study:
+    """A named study of config.yaml, validated and expanded."""
+
+    name: str
+    description: str
+    kinds: tuple[str, ...]
+    seeds_per_cell: int
+    shard_size: int
+    num_episodes: int
+    base_seed: int
+    variants: tuple[str, ...]
+    critical_region: Mapping[str, int]
+    _cells: tuple[Cell, ...] = field(repr=False)
+
+    def cells(self) -> list[Cell]:
+        """Every cell of the study, kinds in config order, then variant, K, n."""
+        return list(self._cells)
+
+    def shards(self, cell: Cell | None = None) -> list[tuple[int, int]]:
+        """Seed ranges [start, stop) of one cell: multiples of the shard size, the last one may be short."""
+        return [
+            (start, min(start + self.shard_size, self.seeds_per_cell))
+            for start in range(0, self.seeds_per_cell, self.shard_size)
+        ]
+
+    def shard_paths(self, cells: Iterable[Cell] | None = None) -> list[str]:
+        """Paths of every shard of `cells` (default: all cells of the study)."""
+        cells = self._cells if cells is None else cells
+        return [
+            shard_path(self.name, cell, start, stop)
+            for cell in cells
+            for start, stop in self.shards(cell)
+        ]
+
+    @property
+    def is_sweep(self) -> bool:
+        return len(self.variants) > 1
+
+    def cell(self, kind: str, variant: str, ensemble_size: int, hardness: int, hash: str) -> Cell:
+        """The cell a shard path names; StudyError if the study has no such cell (e.g. a stale hash)."""
+        key = (kind, variant, int(ensemble_size), int(hardness))
+        found = self._index().get(key)
+        if found is None or found.hash != hash:
+            raise StudyError(
+                f"studies.{self.name}: no cell kind={kind} variant={variant} K={ensemble_size} "
+                f"n={hardness} with config hash {hash} (the config changed?); run `snakemake -n` "
+                "to see the study's current paths"
+            )
+        return found
+
+    def _index(self) -> dict:
+        index = self.__dict__.get("_index_cache")
+        if index is None:
+            index = {(c.kind, c.variant, c.ensemble_size, c.hardness): c for c in self._cells}
+            object.__setattr__(self, "_index_cache", index)
+        return index
+
+    def caption(self) -> str:
+        """A line for figure captions: budget, seeds and number of cells."""
+        return (
+            f"study {self.name}: {self.num_episodes:,} episodes per run, "
+            f"{self.seeds_per_cell} seeds per cell, {len(self._cells)} cells"
+        )
+
+    def train_hashes(self) -> dict[str, str]:
+        """shard path -> expected config hash, for the merge."""
+        return {
+            shard_path(self.name, c, a, b): c.hash for c in self._cells for a, b in self.shards(c)
+        }
+
+
+# ------------------------------------------------------------------ loading
+def validate_config(config: Mapping[str, Any], schema: Mapping[str, Any]) -> None:
+    """Check `config` against the JSON schema; StudyError with one line naming the first bad key."""
+    import jsonschema
+
+    validator_cls = jsonschema.validators.validator_for(schema)
+    errors = list(validator_cls(schema).iter_errors(config))
+    if not errors:
+        return
+    error = min(errors, key=lambda e: (len(e.absolute_path), str(e.absolute_path)))
+    raise StudyError(_schema_message(error))
+
+
+def _schema_message(error) -> str:
+    where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error.absolute_path).lstrip(".")
+    where = where or "config"
+    kind, expected, value = error.validator, error.validator_value, error.instance
+    if kind == "additionalProperties":
+        allowed = sorted((error.schema.get("properties") or {}))
+        unknown = sorted(set(value) - set(allowed)) if isinstance(value, Mapping) else []
+        return f"{where}.{unknown[0] if unknown else '?'}: unknown key; allowed: {', '.join(allowed)}"
+    if kind == "required":
+        missing = [k for k in expected if k not in value]
+        return f"{where}.{missing[0]}: missing; required: {', '.join(expected)}"
+    if kind == "type":
+        return f"{where}: {value!r} is invalid; give a value of type {expected}"
+    if kind in ("minimum", "exclusiveMinimum"):
+        return f"{where}: {value!r} is invalid; must be >= {expected}"
+    if kind == "maximum":
+        return f"{where}: {value!r} is invalid; must be <= {expected}"
+    if kind in ("minItems", "minProperties"):
+        return f"{where}: empty grid; give at least {expected} value(s)"
+    if kind == "enum":
+        return f"{where}: {value!r} is invalid; choose one of {', '.join(map(str, expected))}"
+    if kind == "uniqueItems":
+        return f"{where}: {value!r} has duplicates"
+    if kind == "pattern":
+        return f"{where}: {value!r} is invalid; must match {expected}"
+    return f"{where}: {error.message}"
+
+
+def load_study(config: Mapping[str, Any], name: str) -> Study:
+    """Validate and expand `config["studies"][name]`; StudyError naming the key on bad input."""
+    studies = config.get("studies") or {}
+    if name not in studies:
+        raise StudyError(
+            f"study: {name!r} is not defined; choose one of {', '.join(sorted(studies)) or '(none)'}"
+        )
+    spec = studies[name]
+    where = f"studies.{name}"
+    if not isinstance(spec, Mapping):
+        raise StudyError(f"{where}: must be a mapping with kinds, seeds_per_cell, ...")
+
+    seeds = _positive_int(spec, "seeds_per_cell", where)
+    shard_size = _positive_int(spec, "shard_size", where)
+    episodes = _positive_int(spec, "num_episodes", where)
+    base_seed = spec.get("base_seed", 0)
+    if not _is_int(base_seed) or base_seed < 0:
+        raise StudyError(f"{where}.base_seed: {base_seed!r} is invalid; give an integer >= 0")
+
+    hyper = spec.get("hyperparameters") or {}
+    overrides = _overrides(hyper, f"{where}.hyperparameters")
+
+    kinds_spec = spec.get("kinds") or {}
+    if not isinstance(kinds_spec, Mapping) or not kinds_spec:
+        raise StudyError(f"{where}.kinds: empty; give at least one of {', '.join(KINDS)}")
+    grids = {kind: _grid(kind, kinds_spec[kind], f"{where}.kinds.{kind}") for kind in kinds_spec}
+
+    variants = [(DEFAULT_VARIANT, {}, tuple(grids))]
+    for param, sweep in (spec.get("sweep") or {}).items():
+        variants.extend(_sweep_variants(param, sweep, tuple(grids), f"{where}.sweep.{param}"))
+
+    cells = []
+    for variant, variant_overrides, variant_kinds in variants:
+        for kind in variant_kinds:
+            sizes, hardness = grids[kind]
+            for K in sizes:
+                for n in hardness:
+                    values = {**overrides, **variant_overrides}
+                    values.update(kind=kind, ensemble_size=K, hardness=n,
+                                  num_episodes=episodes, base_seed=base_seed)
+                    config = _train_config(values, where, variant)
+                    cells.append(Cell(kind, variant, K, n, config, config_hash(config)))
+
+    region = dict(spec.get("critical_region") or {})
+    if not region:  # the whole grid
+        all_n = [n for _, hardness in grids.values() for n in hardness]
+        all_k = [k for sizes, _ in grids.values() for k in sizes]
+        region = dict(hardness_min=min(all_n), hardness_max=max(all_n),
+                      ensemble_min=min(all_k), ensemble_max=max(all_k))
+    for low, high in (("hardness_min", "hardness_max"), ("ensemble_min", "ensemble_max")):
+        if region.get(low, 0) > region.get(high, 0):
+            raise StudyError(f"{where}.critical_region.{low}: {region[low]} is above {high}={region[high]}")
+    return Study(
+        name=name,
+        description=str(spec.get("description", "")),
+        kinds=tuple(grids),
+        seeds_per_cell=seeds,
+        shard_size=shard_size,
+        num_episodes=episodes,
+        base_seed=int(base_seed),
+        variants=tuple(v[0] for v in variants),
+        critical_region=region,
+        _cells=tuple(cells),
+    )
+
+
+def load_all_studies(config: Mapping[str, Any]) -> dict[str, Study]:
+    """Every study of the config, validated; also checks that `study` names one of them."""
+    studies = {name: load_study(config, name) for name in (config.get("studies") or {})}
+    active = config.get("study")
+    if active not in studies:
+        raise StudyError(
+            f"study: {active!r} is not defined; choose one of {', '.join(sorted(studies)) or '(none)'}"
+        )
+    return studies
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _positive_int(spec: Mapping, key: str, where: str) -> int:
+    value = spec.get(key)
+    if not _is_int(value) or value < 1:
+        raise StudyError(f"{where}.{key}: {value!r} is invalid; give an integer >= 1")
+    return value
+
+
+def _grid(kind: str, spec: Any, where: str) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    if kind not in KINDS:
+        raise StudyError(f"{where}: unknown kind {kind!r}; choose one of {', '.join(KINDS)}")
+    spec = spec or {}
+    if not isinstance(spec, Mapping):
+        raise StudyError(f"{where}: must be a mapping with ensemble_sizes and hardness")
+    if kind == "eps":
+        if "ensemble_sizes" in spec:
+            raise StudyError(f"{where}.ensemble_sizes: eps is a single DQN (K = 1); list only hardness")
+        sizes = (1,)
+    else:
+        sizes = _int_list(spec.get("ensemble_sizes"), f"{where}.ensemble_sizes", 1, "K")
+    hardness = _int_list(spec.get("hardness"), f"{where}.hardness", 2, "n")
+    unknown = sorted(set(spec) - {"ensemble_sizes", "hardness"})
+    if unknown:
+        raise StudyError(f"{where}.{unknown[0]}: unknown key; allowed: ensemble_sizes, hardness")
+    return sizes, hardness
+
+
+def _int_list(values: Any, where: str, minimum: int, symbol: str) -> tuple[int, ...]:
+    if not values:
+        raise StudyError(f"{where}: empty grid; give at least one {symbol} >= {minimum}")
+    if not isinstance(values, Sequence) or isinstance(values, str):
+        raise StudyError(f"{where}: {values!r} is invalid; give a list of integers {symbol} >= {minimum}")
+    for i, value in enumerate(values):
+        if not _is_int(value) or value < minimum:
+            raise StudyError(f"{where}[{i}]: {value!r} is invalid; give an integer {symbol} >= {minimum}")
+    if len(set(values)) != len(values):
+        raise StudyError(f"{where}: {list(values)} has duplicates")
+    return tuple(sorted(values))
+
+
+def _overrides(hyper: Any, where: str) -> dict:
+    if not isinstance(hyper, Mapping):
+        raise StudyError(f"{where}: must be a mapping of TrainConfig fields to values")
+    return {key: _coerce(key, value, f"{where}.{key}") for key, value in hyper.items()}
+
+
+def _coerce(name: str, value: Any, where: str) -> Any:
+    """A config value as the TrainConfig field `name` holds it; StudyError if it cannot be one."""
+    if name not in _TRAIN_FIELDS:
+        raise StudyError(f"{where}: unknown hyperparameter; known: {', '.join(sorted(_TRAIN_FIELDS))}")
+    if name in _CELL_FIELDS:
+        raise StudyError(f"{where}: set by the study's grid, not as a hyperparameter")
+    default = getattr(TrainConfig(), name)
+    if isinstance(default, bool):
+        ok = isinstance(value, bool)
+    elif isinstance(default, int):
+        ok = _is_int(value)
+    elif isinstance(default, float):
+        ok = (_is_int(value) or isinstance(value, float)) and math.isfinite(value)
+        value = float(value) if ok else value
+    elif isinstance(default, tuple):
+        if isinstance(value, str):
+            value = [v for v in value.split(",") if v.strip()]
+        ok = isinstance(value, Sequence) and all(
+            _is_int(v) or (isinstance(v, str) and v.strip().isdigit()) for v in value
+        )
+        value = tuple(int(v) for v in value) if ok else value
+    else:
+        ok = isinstance(value, str)
+    if not ok:
+        raise StudyError(f"{where}: {value!r} is invalid; give a {type(default).__name__} like {default!r}")
+    return value
+
+
+def _sweep_variants(param: str, sweep: Any, kinds: tuple[str, ...], where: str):
+    if not isinstance(sweep, Mapping) or not sweep.get("values"):
+        raise StudyError(f"{where}.values: empty; give at least one value of {param}")
+    unknown = sorted(set(sweep) - {"values", "kinds", "tied"})
+    if unknown:
+        raise StudyError(f"{where}.{unknown[0]}: unknown key; allowed: values, kinds, tied")
+    tied = list(sweep.get("tied") or [])
+    sweep_kinds = tuple(sweep.get("kinds") or kinds)
+    for i, kind in enumerate(sweep_kinds):
+        if kind not in kinds:
+            raise StudyError(
+                f"{where}.kinds[{i}]: {kind!r} is not a kind of this study; choose from {', '.join(kinds)}"
+            )
+    variants = []
+    for i, raw in enumerate(sweep["values"]):
+        value = _coerce(param, raw, f"{where}.values[{i}]")
+        overrides = {param: value}
+        for j, other in enumerate(tied):  # e.g. learning_starts follows rb_size: fill the buffer first
+            overrides[other] = _coerce(other, value, f"{where}.tied[{j}]")
+        variants.append((variant_name(param, value), overrides, sweep_kinds))
+    names = [v[0] for v in variants]
+    if len(set(names)) != len(names):
+        raise StudyError(f"{where}.values: duplicate values {list(sweep['values'])}")
+    return variants
+
+
+def variant_name(param: str, value: Any) -> str:
+    """`learning_rate=0.0005`: the path component of a sweep value."""
+    if isinstance(value, tuple):
+        value = ",".join(str(v) for v in value)
+    elif isinstance(value, bool):
+        value = str(value).lower()
+    return f"{param}={value!r}" if isinstance(value, float) else f"{param}={value}"
+
+
+def _train_config(values: dict, where: str, variant: str) -> TrainConfig:
+    config = TrainConfig(**values)
+    if config.kind == "eps":
+        config = dataclasses.replace(config, ensemble_size=1)
+    try:
+        return config.validate()
+    except ConfigError as err:
+        key = str(err).split("=", 1)[0].lstrip("-").replace("-", "_")
+        section = "sweep" if variant != DEFAULT_VARIANT and key == variant.split("=")[0] else "hyperparameters"
+        if key in ("ensemble_size", "hardness", "kind"):
+            section = f"kinds.{config.kind}"
+        raise StudyError(f"{where}.{section}.{key}: {err}") from None
+
+
+# ------------------------------------------------------------ paths, commands
+def shard_path(study: str, cell: Cell, start: int, stop: int) -> str:
+    """Where the shard [start, stop) of `cell` lives; the CLI writes a `.json` sidecar beside it."""
+    return SHARD_PATTERN.format(
+        study=study, kind=cell.kind, variant=cell.variant, K=cell.ensemble_size,
+        n=cell.hardness, hash=cell.hash, start=start, stop=stop,
+    )
+
+
+def train_command_args(cell: Cell, start: int, stop: int) -> str:
+    """Arguments of `python -m deepsea_scaling.train` (without --out) for one shard.
+
+    The cell's grid values always; every other field only where it differs from
+    TrainConfig's default, so the command stays short and reads as the study.
+    """
+    defaults = TrainConfig().to_dict()
+    values = cell.config.to_dict()
+    args = []
+    for name, value in values.items():
+        if name not in _CELL_FIELDS and value == defaults[name]:
+            continue
+        option = "--" + name.replace("_", "-")
+        if isinstance(value, bool):
+            args.append(option if value else "--no-" + name.replace("_", "-"))
+        else:
+            args.append(f"{option} {shlex.quote(_cli_value(value))}")
+    args.append(f"--seeds {start}:{stop}")
+    return " ".join(args)
+
+
+def _cli_value(value: Any) -> str:
+    return repr(value) if isinstance(value, float) else str(value)
+
+
+# ------------------------------------------------------------------ resources
+def _work(cell: Cell, seeds: int) -> tuple[int, int]:
+    """(vector steps of one run, seed-member pairs trained together)."""
+    return cell.config.num_vector_steps, seeds * cell.config.members
+
+
+def estimate_runtime_minutes(cell: Cell, seeds: int, attempt: int = 1) -> int:
+    """A coarse, deliberately generous wall-time estimate for one shard, doubling per attempt.
+
+    Cost model: compile and start-up (about 2 min), then per vector step a fixed
+    dispatch cost plus a part growing with the seeds x members trained together
+    (0.2 ms + 3 us each; measured orders of magnitude, not a fit), times 2 for safety.
+    """
+    steps, width = _work(cell, seeds)
+    minutes = 2 + 2 * steps * (0.2e-3 + 3e-6 * width) / 60
+    return int(math.ceil(max(5, minutes))) * 2 ** (max(1, attempt) - 1)
+
+
+def estimate_mem_mb(cell: Cell, seeds: int, attempt: int = 1) -> int:
+    """Host memory for one shard in MB, doubling per attempt.
+
+    JAX and the libraries take about 2 GB; each run's replay buffer, networks,
+    optimiser state and diversity curve add a little per seed-member pair.
+    """
+    _, width = _work(cell, seeds)
+    buffer_mb = seeds * cell.config.rb_size * 64 / 1e6
+    mb = 2048 + 2 * width + buffer_mb
+    return int(math.ceil(mb)) * 2 ** (max(1, attempt) - 1)
+
+
+# ---------------------------------------------------------------- merging
+_SEEDS_IN_PATH = re.compile(r"seeds_(?P<start>\d+)-(?P<stop>\d+)\.parquet$")
+
+
+def merge_shards(paths: Sequence[str | Path], expected_hashes: Sequence[str], study: str,
+                 variants: Sequence[str]) -> "pd.DataFrame":
+    """Concatenate shard tables into one run table with `study` and `variant` columns.
+
+    Each shard's `config_hash` column must equal the hash its path was planned
+    with, and a shard named `seeds_A-B` must hold the seeds A..B-1; a missing,
+    truncated, unreadable or mismatched shard raises `io.ShardError`, one line
+    naming the file and how to rebuild it.
+    """
+    import pandas as pd
+
+    from .io import ShardError, read_shard
+
+    if not (len(paths) == len(expected_hashes) == len(variants)):
+        raise ValueError("paths, expected_hashes and variants must have the same length")
+    frames = []
+    for path, expected, variant in zip(paths, expected_hashes, variants):
+        rebuild = f"rebuild it with `snakemake --forcerun {path}` (or delete it and rerun)"
+        frame = read_shard(path, rebuild_hint=rebuild)
+        if "config_hash" not in frame.columns or len(frame) == 0:
+            raise ShardError(f"{path}: no rows or no config_hash column; {rebuild}")
+        found = sorted(set(frame["config_hash"].astype(str)))
+        if found != [expected]:
+            raise ShardError(
+                f"{path}: config_hash {', '.join(found)} does not match the study's {expected}; {rebuild}"
+            )
+        seeds = _SEEDS_IN_PATH.search(str(path))
+        if seeds and "seed" in frame.columns:
+            wanted = set(range(int(seeds["start"]), int(seeds["stop"])))
+            if set(frame["seed"].astype(int)) != wanted or len(frame) != len(wanted):
+                raise ShardError(
+                    f"{path}: holds seeds {sorted(set(frame['seed']))}, expected {seeds['start']}..{int(seeds['stop']) - 1}; {rebuild}"
+                )
+        frame.insert(0, "variant", variant)
+        frame.insert(0, "study", study)
+        frames.append(frame)
+    if not frames:
+        raise ShardError(f"study {study}: no shards to merge")
+    return pd.concat(frames, ignore_index=True)

@@ -1,0 +1,72 @@
+# Shards -> one run table -> one row per cell -> one psi per kind and variant.
+
+
+rule merge_runs:
+    input:
+        shards=shards_of_study,
+    output:
+        runs="results/{study}/runs.parquet",
+    log:
+        "logs/{study}/merge_runs.log",
+    conda:
+        "../../envs/deepsea.yaml"
+    params:
+        study="{study}",
+        expected_hashes=expected_hashes_of_study,
+        variants=variants_of_study_shards,
+    script:
+        "../scripts/merge_runs.py"
+
+
+rule convergence_table:
+    input:
+        runs="results/{study}/runs.parquet",
+    output:
+        cells=report(
+            "results/{study}/convergence.csv",
+            caption="../report/convergence.rst",
+            category="Tables",
+            subcategory="{study}",
+        ),
+    log:
+        "logs/{study}/convergence_table.log",
+    conda:
+        "../../envs/deepsea.yaml"
+    script:
+        "../scripts/convergence_table.py"
+
+
+rule fit_psi:
+    input:
+        cells="results/{study}/convergence.csv",
+    output:
+        fits=report(
+            "results/{study}/psi_fit.csv",
+            caption="../report/psi_fit.rst",
+            category="Tables",
+            subcategory="{study}",
+        ),
+    log:
+        "logs/{study}/fit_psi.log",
+    conda:
+        "../../envs/deepsea.yaml"
+    script:
+        "../scripts/fit_psi.py"
+
+
+rule compare_kinds:
+    input:
+        cells="results/{study}/convergence.csv",
+    output:
+        comparison=report(
+            "results/{study}/kind_comparison.csv",
+            caption="../report/kind_comparison.rst",
+            category="Tables",
+            subcategory="{study}",
+        ),
+    log:
+        "logs/{study}/compare_kinds.log",
+    conda:
+        "../../envs/deepsea.yaml"
+    script:
+        "../scripts/compare_kinds.py"

@@ -1,0 +1,140 @@
+# The figures of REFERENCE.md, one rule and one target each (PNG in the
+# report, PDF beside it). Figures of a sweep study show its default variant;
+# the sweep figures compare the variants.
+
+
+rule plot_frontier_and_heatmaps:
+    input:
+        cells="results/{study}/convergence.csv",
+        fits="results/{study}/psi_fit.csv",
+    output:
+        png=report(
+            "plots/{study}/frontier_and_heatmaps.png",
+            caption="../report/frontier_and_heatmaps.rst",
+            category="Figures",
+            subcategory="{study}",
+        ),
+        pdf="plots/{study}/frontier_and_heatmaps.pdf",
+    log:
+        "logs/{study}/plot_frontier_and_heatmaps.log",
+    conda:
+        "../../envs/deepsea.yaml"
+    params:
+        caption=figure_caption,
+        variant=study_lib.DEFAULT_VARIANT,
+    script:
+        "../scripts/plot_frontier_and_heatmaps.py"
+
+
+rule plot_residuals:
+    input:
+        cells="results/{study}/convergence.csv",
+        fits="results/{study}/psi_fit.csv",
+    output:
+        png=report(
+            "plots/{study}/residuals.png",
+            caption="../report/residuals.rst",
+            category="Figures",
+            subcategory="{study}",
+        ),
+        pdf="plots/{study}/residuals.pdf",
+    log:
+        "logs/{study}/plot_residuals.log",
+    conda:
+        "../../envs/deepsea.yaml"
+    params:
+        caption=figure_caption,
+        variant=study_lib.DEFAULT_VARIANT,
+    script:
+        "../scripts/plot_residuals.py"
+
+
+rule plot_collapse:
+    input:
+        runs="results/{study}/runs.parquet",
+    output:
+        png=report(
+            "plots/{study}/collapse.png",
+            caption="../report/collapse.rst",
+            category="Figures",
+            subcategory="{study}",
+        ),
+        pdf="plots/{study}/collapse.pdf",
+    log:
+        "logs/{study}/plot_collapse.log",
+    conda:
+        "../../envs/deepsea.yaml"
+    params:
+        caption=figure_caption,
+        variant=study_lib.DEFAULT_VARIANT,
+        critical_region=critical_region,
+    script:
+        "../scripts/plot_collapse.py"
+
+
+rule plot_probability_vs_n:
+    input:
+        cells="results/{study}/convergence.csv",
+        fits="results/{study}/psi_fit.csv",
+    output:
+        png=report(
+            "plots/{study}/probability_vs_n.png",
+            caption="../report/probability_vs_n.rst",
+            category="Figures",
+            subcategory="{study}",
+        ),
+        pdf="plots/{study}/probability_vs_n.pdf",
+    log:
+        "logs/{study}/plot_probability_vs_n.log",
+    conda:
+        "../../envs/deepsea.yaml"
+    params:
+        caption=figure_caption,
+        variant=study_lib.DEFAULT_VARIANT,
+    script:
+        "../scripts/plot_probability_vs_n.py"
+
+
+rule plot_hyperparameter_sweep:
+    input:
+        fits="results/{study}/psi_fit.csv",
+    output:
+        png=report(
+            "plots/{study}/hyperparameter_sweep.png",
+            caption="../report/hyperparameter_sweep.rst",
+            category="Figures",
+            subcategory="{study}",
+        ),
+        pdf="plots/{study}/hyperparameter_sweep.pdf",
+    log:
+        "logs/{study}/plot_hyperparameter_sweep.log",
+    conda:
+        "../../envs/deepsea.yaml"
+    params:
+        caption=figure_caption,
+    script:
+        "../scripts/plot_hyperparameter_sweep.py"
+
+
+rule plot_sweep_frontiers:
+    input:
+        cells="results/{study}/convergence.csv",
+        fits="results/{study}/psi_fit.csv",
+    output:
+        png=report(
+            "plots/{study}/sweep/{variant}/frontier_and_heatmaps.png",
+            caption="../report/sweep_frontiers.rst",
+            category="Sweep",
+            subcategory="{study}",
+            labels={"variant": "{variant}"},
+        ),
+        pdf="plots/{study}/sweep/{variant}/frontier_and_heatmaps.pdf",
+    log:
+        "logs/{study}/plot_sweep_frontiers/{variant}.log",
+    conda:
+        "../../envs/deepsea.yaml"
+    params:
+        caption=figure_caption,
+        variant="{variant}",
+    script:
+        "../scripts/plot_frontier_and_heatmaps.py"

@@ -73,23 +73,21 @@ def epsilon(progress: jax.Array, hyper: Hyper) -> jax.Array:
 
 def act(
     key: jax.Array,
-    q_all: jax.Array,
-    active: jax.Array,
+    q_acting: jax.Array,
     epsilon_greedy: bool,
     eps: jax.Array,
 ) -> jax.Array:
-    """Actions of all E environments.
+    """Actions of all E environments from the acting members' Q-values q_acting (E, A).
 
-    q_all: (K, E, A) every member's Q on every env's observation; active: (E,) the
-    acting member of each env. Ensembles act greedily with their active member;
-    the eps agent (K = 1) takes a uniform random action with probability eps.
+    Ensembles act greedily with the member drawn for each env at the start of its
+    episode (the caller evaluates only that member); the eps agent (K = 1) takes
+    a uniform random action with probability eps.
     """
-    num_envs = q_all.shape[1]
-    q_acting = q_all[active, jnp.arange(num_envs)]  # (E, A)
+    num_envs, num_actions = q_acting.shape
     greedy = jnp.argmax(q_acting, axis=-1).astype(jnp.int32)
     if not epsilon_greedy:
         return greedy
     rng_explore, rng_action = jax.random.split(key)
     explore = jax.random.uniform(rng_explore, (num_envs,)) < eps
-    random_action = jax.random.randint(rng_action, (num_envs,), 0, q_all.shape[-1], dtype=jnp.int32)
+    random_action = jax.random.randint(rng_action, (num_envs,), 0, num_actions, dtype=jnp.int32)
     return jnp.where(explore, random_action, greedy)

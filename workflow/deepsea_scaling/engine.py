@@ -82,7 +82,15 @@ class Trainer:
     # ------------------------------------------------------------- Q-VALUES
     @property
     def use_prior(self) -> bool:
-        return self.config.kind == "bootrp"
+        """bootrp has a prior; so has DeepSea boot, scaled by 0.
+
+        A zero-scaled, tabulated prior leaves boot's runs exactly as without one
+        (its draws use a key of their own) and makes boot and bootrp one and
+        the same compiled program, which the persistent compilation cache then
+        serves to both.
+        """
+        kind = self.config.kind
+        return kind == "bootrp" or (kind == "boot" and self.env.obs_is_index)
 
     def prior_values(self, prior, obs: jax.Array) -> jax.Array:
         """Prior Q of each member on its own observations: obs (K, B[, d]) -> (K, B, A)."""
@@ -98,6 +106,33 @@ class Trainer:
         if self.use_prior:
             members = q.shape[0]
             prior_q = self.prior_values(prior, jnp.broadcast_to(obs, (members, *obs.shape)))
+            q = q + hyper.prior_scale * prior_q
+        return q
+
+    def q_acting(self, params, prior, obs: jax.Array, active: jax.Array, hyper: Hyper) -> jax.Array:
+        """Total Q of each env's acting member on that env's observation: (E,[d]), (E,) -> (E, A).
+
+        Only the acting member is evaluated. For DeepSea its first layer is
+        sliced to the one row it needs, so no env copies a member's (cells, width)
+        table.
+        """
+        network = self.network.clone(num_cells=1) if self.env.obs_is_index else self.network
+
+        def member_q(params, member, o):
+            member_params = jax.tree.map(lambda leaf: leaf[member], params)
+            if self.env.obs_is_index:  # the one row of the first layer this env needs
+                first = member_params["params"]["RowLookupDense_0"]
+                first = {**first, "kernel": first["kernel"][o][None]}
+                member_params = {"params": {**member_params["params"], "RowLookupDense_0": first}}
+                o = jnp.zeros_like(o)
+            return network.apply(member_params, o)
+
+        q = jax.vmap(member_q, in_axes=(None, 0, 0))(params, active, obs)
+        if self.use_prior:
+            if self.env.obs_is_index:
+                prior_q = prior[active, obs]
+            else:
+                prior_q = jax.vmap(member_q, in_axes=(None, 0, 0))(prior, active, obs)
             q = q + hyper.prior_scale * prior_q
         return q
 
@@ -163,9 +198,9 @@ class Trainer:
         """Act in all envs, store the transitions, account for the episodes that ended."""
         cfg, env = self.config, self.env
         rng, rng_act, rng_env, rng_member = jax.random.split(state.rng, 4)
-        q_all = self.q_shared(state.params, state.prior, state.obs, hyper)  # (K, E, A)
+        q_acting = self.q_acting(state.params, state.prior, state.obs, state.active, hyper)  # (E, A)
         eps = agent.epsilon(t.astype(jnp.float32) / self.num_steps, hyper)
-        action = agent.act(rng_act, q_all, state.active, cfg.kind == "eps", eps)
+        action = agent.act(rng_act, q_acting, cfg.kind == "eps", eps)
         env_keys = jax.random.split(rng_env, cfg.num_envs)
         next_obs, env_state, reward, terminated, done, final_obs = jax.vmap(env.step, in_axes=(0, 0, 0, None))(
             env_keys, state.env_state, action, state.env_params
@@ -180,7 +215,7 @@ class Trainer:
         tracker = record_episodes(
             state.tracker, done, episode_return, state.active, hyper.discovery_threshold, in_last_tenth
         )
-        tracker = tracker.replace(diverged=tracker.diverged | ~jnp.all(jnp.isfinite(q_all)))
+        tracker = tracker.replace(diverged=tracker.diverged | ~jnp.all(jnp.isfinite(q_acting)))
         new_member = jax.random.randint(rng_member, (cfg.num_envs,), 0, cfg.members, dtype=jnp.int32)
         return state.replace(
             env_state=env_state,

@@ -253,3 +253,21 @@ def test_invalid_configs_name_the_option():
         make_env(TrainConfig(env_name="Pendulum-v1", num_env_steps=10))
     with pytest.raises(ConfigError, match="--env-name"):
         make_env(TrainConfig(env_name="NoSuchEnv-v0", num_env_steps=10))
+
+
+def test_a_runs_row_is_the_same_alone_or_batched_with_other_cells():
+    """Batching cells of other hyperparameters (and boot with bootrp) into one program changes no run."""
+    from deepsea_scaling.engine import program_signature, train_batch
+
+    boot, rp = small("boot"), small("bootrp")
+    rp_lr = small("bootrp", learning_rate=5e-4, prior_scale=1.0)
+    assert program_signature(boot) == program_signature(rp) == program_signature(rp_lr)
+    batched = train_batch([(boot, range(0, 2)), (rp, range(2, 4)), (rp_lr, range(0, 3))])
+    alone = [train_seeds(boot, range(0, 2)), train_seeds(rp, range(2, 4)), train_seeds(rp_lr, range(0, 3))]
+    for a, b in zip(alone, batched):
+        for name in a.metrics:
+            np.testing.assert_array_equal(a.metrics[name], b.metrics[name], err_msg=name)
+    # the hyperparameters really were different: the runs differ
+    assert not np.array_equal(batched[1].metrics["diversity"][:2], batched[2].metrics["diversity"][:2])
+    with pytest.raises(ValueError, match="program_signature"):
+        train_batch([(small("boot"), range(2)), (small("boot", hardness=5), range(2))])

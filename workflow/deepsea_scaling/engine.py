@@ -341,12 +341,16 @@ class ShardResult:
     devices: list[str]
 
 
-# XLA:CPU spends most of a job's compile time in LLVM's optimiser. Programs run
-# once (init, summary) gain nothing from it; the training loop loses no speed at
-# level 2 against the default 3 and compiles in about half the time (measured:
-# benchmarks/README.md). GPU backends ignore the option.
-RUN_ONCE = {"xla_backend_optimization_level": 0}
-HOT_LOOP = {"xla_backend_optimization_level": 2}
+def compile_options(hot_loop: bool) -> dict | None:
+    """XLA options for a program: LLVM's optimiser is most of XLA:CPU's compile time.
+
+    Programs run once (init, summary) gain nothing from it; the training loop
+    runs as fast at level 2 as at the default 3 and compiles in about half the
+    time (measured: benchmarks/README.md). Other backends keep their defaults.
+    """
+    if jax.default_backend() != "cpu":
+        return None
+    return {"xla_backend_optimization_level": 2 if hot_loop else 0}
 
 
 def _seed_sharding(num_seeds: int):
@@ -358,39 +362,80 @@ def _seed_sharding(num_seeds: int):
     return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("seeds"))
 
 
+# Fields of TrainConfig that are traced values (`Hyper`) or only seed the keys:
+# cells that differ in nothing else can share one compiled program.
+TRACED_FIELDS = (
+    "learning_rate", "weight_decay", "gamma", "prior_scale", "eps_start", "eps_end",
+    "eps_decay_fraction", "discovery_threshold", "target_period", "base_seed",
+)
+
+
+def program_signature(config: TrainConfig) -> tuple:
+    """Cells with equal signatures train in one compiled program (see `train_batch`).
+
+    DeepSea boot and bootrp share programs (boot's prior is scaled by 0).
+    """
+    static = {k: v for k, v in config.to_dict().items() if k not in TRACED_FIELDS}
+    if config.is_deepsea and config.kind == "boot":
+        static["kind"] = "bootrp"
+    return tuple(sorted(static.items()))
+
+
 def train_seeds(
     config: TrainConfig,
     seeds: range | list[int],
     progress: Callable[[str], None] | None = None,
 ) -> ShardResult:
-    """Train every seed of `seeds` in one vmapped, jitted program; per-seed metrics as numpy.
+    """Train every seed of `seeds` of one cell in one vmapped, jitted program."""
+    return train_batch([(config, seeds)], progress)[0]
 
+
+def train_batch(
+    cells: list[tuple[TrainConfig, range | list[int]]],
+    progress: Callable[[str], None] | None = None,
+) -> list[ShardResult]:
+    """Train several cells' seeds in ONE compiled program, vmapped over all their runs.
+
+    The cells must share `program_signature` (shapes and static structure); they
+    may differ in the traced hyperparameters (`Hyper`: learning rate, prior
+    scale, gamma, ...), in boot vs bootrp on DeepSea, and in base_seed. A run's
+    result does not depend on what it is batched with: its key comes from its
+    own config and seed, and every traced value is its own. Hyperparameters
+    equal across the batch stay unbatched, so step-index branches stay branches.
     The host calls the compiled segment once per logging point and prints a
     progress line about every 10% of training, between calls.
     """
-    trainer = make_train(config)
-    seeds = list(seeds)
-    hyper = default_hyper(config)
-    keys = seed_keys(config, seeds)
-    sharding = _seed_sharding(len(seeds))
+    configs = [config for config, _ in cells]
+    signatures = {program_signature(c) for c in configs}
+    if len(signatures) != 1:
+        raise ValueError("train_batch: the cells differ in shapes or static settings; group them by program_signature")
+    representative = next((c for c in configs if c.kind == "bootrp"), configs[0])
+    trainer = make_train(representative)
+    for config in configs:
+        config.validate()
+    seed_lists = [list(seeds) for _, seeds in cells]
+    keys = jnp.concatenate([seed_keys(c, s) for c, s in zip(configs, seed_lists)])
+    hypers = [default_hyper(c) for c, s in zip(configs, seed_lists) for _ in s]
+    hyper, hyper_axes = _stack_hyper(hypers)
+    sharding = _seed_sharding(len(keys))
     if sharding is not None:
         keys = jax.device_put(keys, sharding)
 
     t_start = time.perf_counter()
-    batched_init = jax.vmap(trainer.init, in_axes=(0, None))
-    init = jax.jit(batched_init).lower(keys, hyper).compile(RUN_ONCE)
+    batched_init = jax.vmap(trainer.init, in_axes=(0, hyper_axes))
+    init = jax.jit(batched_init).lower(keys, hyper).compile(compile_options(hot_loop=False))
     state_shape = jax.eval_shape(batched_init, keys, hyper)
     run_segment = (
-        jax.jit(jax.vmap(trainer.run_segment, in_axes=(0, None, None)), donate_argnums=0)
+        jax.jit(jax.vmap(trainer.run_segment, in_axes=(0, None, hyper_axes)), donate_argnums=0)
         .lower(state_shape, jnp.int32(0), hyper)
-        .compile(HOT_LOOP)
+        .compile(compile_options(hot_loop=True))
     )
-    summary = jax.jit(jax.vmap(trainer.summary)).lower(state_shape).compile(RUN_ONCE)
+    summary = jax.jit(jax.vmap(trainer.summary)).lower(state_shape).compile(compile_options(hot_loop=False))
     compile_seconds = time.perf_counter() - t_start
 
     t_run = time.perf_counter()
     state = init(keys, hyper)
-    points = config.num_log_points
+    points = trainer.config.num_log_points
     report_every = max(1, points // 10)
     for point in range(points):
         state = run_segment(state, jnp.int32(point), hyper)
@@ -405,7 +450,26 @@ def train_seeds(
             )
     metrics = jax.tree.map(np.asarray, summary(state))
     run_seconds = time.perf_counter() - t_run
-    return ShardResult(metrics, compile_seconds, run_seconds, [str(d) for d in jax.devices()])
+    devices = [str(d) for d in jax.devices()]
+    results, offset = [], 0
+    for seeds in seed_lists:
+        part = {name: values[offset:offset + len(seeds)] for name, values in metrics.items()}
+        results.append(ShardResult(part, compile_seconds, run_seconds, devices))
+        offset += len(seeds)
+    return results
+
+
+def _stack_hyper(hypers: list[Hyper]) -> tuple[Hyper, Hyper]:
+    """One Hyper for a batch of runs, and its vmap axes: batched only where values differ."""
+    fields = {}
+    axes = {}
+    for name in Hyper.__dataclass_fields__:
+        values = [getattr(h, name) for h in hypers]
+        if all(bool(v == values[0]) for v in values):
+            fields[name], axes[name] = values[0], None
+        else:
+            fields[name], axes[name] = jnp.stack(values), 0
+    return Hyper(**fields), Hyper(**axes)
 
 
 def _hms(seconds: float) -> str:

@@ -138,3 +138,24 @@ rule plot_sweep_frontiers:
         variant="{variant}",
     script:
         "../scripts/plot_frontier_and_heatmaps.py"
+
+
+# The README's figure: the frontier figure of a study at a size fit for a web
+# page, committed under docs/ (regenerate: snakemake --cores all docs/default_frontier_and_heatmaps.png).
+rule docs_figure:
+    input:
+        cells="results/{study}/convergence.csv",
+        fits="results/{study}/psi_fit.csv",
+    output:
+        png="docs/{study}_frontier_and_heatmaps.png",
+    log:
+        "logs/{study}/docs_figure.log",
+    conda:
+        "../../envs/deepsea.yaml"
+    params:
+        caption=figure_caption,
+        variant=study_lib.DEFAULT_VARIANT,
+        dpi=80,
+        pdf=False,
+    script:
+        "../scripts/plot_frontier_and_heatmaps.py"

@@ -13,4 +13,6 @@ cells = select_variant(pd.read_csv(snakemake.input.cells), variant)
 fits = select_variant(pd.read_csv(snakemake.input.fits), variant)
 title = None if variant == "default" else f"variant: {variant}"
 fig = plots.plot_frontier_and_heatmaps(cells, fits, caption=snakemake.params.caption, title=title)
-plots.save_figure(fig, snakemake.output.png, pdf=True)
+# the README's copy (rule docs_figure) is smaller and has no PDF
+dpi = getattr(snakemake.params, "dpi", 200)
+plots.save_figure(fig, snakemake.output.png, pdf=getattr(snakemake.params, "pdf", True), dpi=dpi)

@@ -207,14 +207,15 @@ def test_host_driven_segments_equal_one_jitted_run():
     """Cutting training into host-driven segments changes no outcome.
 
     The two paths are different XLA programs (the host path compiles at another
-    LLVM optimisation level), so the float Q-diversity may differ in the last bits.
+    LLVM optimisation level), so float sums (Q-diversity, mean return) may
+    differ in the last bits; every discrete outcome must be equal.
     """
     cfg = small("boot")
     a = train_seeds(cfg, range(2)).metrics
     trainer = make_train(cfg)
     b = jax.tree.map(np.asarray, jax.jit(jax.vmap(trainer.train))(seed_keys(cfg, range(2))))
     for name in a:
-        if name == "diversity":
+        if name in ("diversity", "final_return"):
             np.testing.assert_allclose(a[name], b[name], rtol=1e-5, err_msg=name)
         else:
             np.testing.assert_array_equal(a[name], b[name], err_msg=name)

@@ -72,22 +72,29 @@ def epsilon(progress: jax.Array, hyper: Hyper) -> jax.Array:
 
 
 def act(
-    key: jax.Array,
     q_acting: jax.Array,
     epsilon_greedy: bool,
     eps: jax.Array,
+    explore_uniform: jax.Array | None = None,
+    random_action: jax.Array | None = None,
 ) -> jax.Array:
     """Actions of all E environments from the acting members' Q-values q_acting (E, A).
 
     Ensembles act greedily with the member drawn for each env at the start of its
     episode (the caller evaluates only that member); the eps agent (K = 1) takes
-    a uniform random action with probability eps.
+    `random_action` (E,) where `explore_uniform` (E,) in [0, 1) is below eps.
     """
-    num_envs, num_actions = q_acting.shape
     greedy = jnp.argmax(q_acting, axis=-1).astype(jnp.int32)
     if not epsilon_greedy:
         return greedy
-    rng_explore, rng_action = jax.random.split(key)
-    explore = jax.random.uniform(rng_explore, (num_envs,)) < eps
-    random_action = jax.random.randint(rng_action, (num_envs,), 0, num_actions, dtype=jnp.int32)
-    return jnp.where(explore, random_action, greedy)
+    return jnp.where(explore_uniform < eps, random_action, greedy)
+
+
+def uniform_ints(bits: jax.Array, bound: jax.Array) -> jax.Array:
+    """Integers in [0, bound) from uniform uint32 bits (modulo: bias below bound / 2^32)."""
+    return (bits % jnp.maximum(bound, 1).astype(jnp.uint32)).astype(jnp.int32)
+
+
+def uniform_floats(bits: jax.Array) -> jax.Array:
+    """Floats in [0, 1) from uniform uint32 bits (24 bits of precision)."""
+    return (bits >> 8).astype(jnp.float32) * jnp.float32(2.0**-24)

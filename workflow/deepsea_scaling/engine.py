@@ -27,7 +27,30 @@ from .config import TrainConfig, config_hash
 from .envs import EnvAdapter, make_env
 from .metrics import Tracker, record_episodes, summarize, tracker_init
 from .networks import QNetwork, ensemble_apply, ensemble_apply_shared, init_ensemble
-from .replay import ReplayBuffer, Transition, replay_add, replay_init, replay_sample
+from .replay import ReplayBuffer, Transition, replay_add, replay_init, replay_sample, replay_sample_bits
+
+
+def _unrolled_threefry_on_cpu() -> None:
+    """Lower threefry (JAX's PRNG) on CPU as on GPU: unrolled, one fused kernel.
+
+    JAX's CPU lowering rolls threefry's rounds into a small XLA while loop, to
+    compile faster. Inside a training step that loop costs more than all the
+    acting: its rounds run as separate tiny kernels. The unrolled lowering
+    computes the same bits (results are unchanged; tests check run tables
+    bit for bit), so only the speed differs. A JAX without these internals
+    keeps its default.
+    """
+    try:
+        from jax._src.interpreters import mlir
+        from jax._src.random import threefry2x32
+    except ImportError:
+        return
+    rule = getattr(threefry2x32, "_threefry2x32_lowering_rule", None)
+    if rule is not None:
+        mlir.register_lowering(threefry2x32.threefry2x32_p, rule, platform="cpu")
+
+
+_unrolled_threefry_on_cpu()
 
 
 @struct.dataclass
@@ -194,16 +217,42 @@ class Trainer:
         )
 
     # ------------------------------------------------------------ ONE STEP
+    def draw(self, rng: jax.Array, learning: bool) -> tuple[jax.Array, jax.Array, jax.Array]:
+        """A vector step's randomness from one draw: (next rng, env key, uint32 bits).
+
+        bits: acting (E new members, and for eps E explore coins and E random
+        actions), then, when learning, the K x B minibatch slots.
+        """
+        cfg = self.config
+        rng, rng_env, rng_bits = jax.random.split(rng, 3)
+        count = self.act_draws + (cfg.members * cfg.batch_size if learning else 0)
+        return rng, rng_env, jax.random.bits(rng_bits, (count,), jnp.uint32)
+
+    @property
+    def act_draws(self) -> int:
+        return self.config.num_envs * (3 if self.config.kind == "eps" else 1)
+
     def act_step(self, state: RunState, t: jax.Array, hyper: Hyper) -> RunState:
+        """A warm-up vector step: act, store, account (no learning)."""
+        rng, rng_env, bits = self.draw(state.rng, learning=False)
+        return self.act(state.replace(rng=rng), t, hyper, rng_env, bits)
+
+    def act(self, state: RunState, t: jax.Array, hyper: Hyper, rng_env: jax.Array, bits: jax.Array) -> RunState:
         """Act in all envs, store the transitions, account for the episodes that ended."""
         cfg, env = self.config, self.env
-        rng, rng_act, rng_env, rng_member = jax.random.split(state.rng, 4)
+        num_envs = cfg.num_envs
         q_acting = self.q_acting(state.params, state.prior, state.obs, state.active, hyper)  # (E, A)
         eps = agent.epsilon(t.astype(jnp.float32) / self.num_steps, hyper)
-        action = agent.act(rng_act, q_acting, cfg.kind == "eps", eps)
-        env_keys = jax.random.split(rng_env, cfg.num_envs)
+        if cfg.kind == "eps":
+            action = agent.act(
+                q_acting, True, eps,
+                explore_uniform=agent.uniform_floats(bits[num_envs:2 * num_envs]),
+                random_action=agent.uniform_ints(bits[2 * num_envs:3 * num_envs], env.num_actions),
+            )
+        else:
+            action = agent.act(q_acting, False, eps)
         next_obs, env_state, reward, terminated, done, final_obs = jax.vmap(env.step, in_axes=(0, 0, 0, None))(
-            env_keys, state.env_state, action, state.env_params
+            env.step_keys(rng_env, num_envs), state.env_state, action, state.env_params
         )
         buffer = replay_add(
             state.buffer, Transition(state.obs, action, reward, final_obs, terminated.astype(jnp.float32))
@@ -216,7 +265,7 @@ class Trainer:
             state.tracker, done, episode_return, state.active, hyper.discovery_threshold, in_last_tenth
         )
         tracker = tracker.replace(diverged=tracker.diverged | ~jnp.all(jnp.isfinite(q_acting)))
-        new_member = jax.random.randint(rng_member, (cfg.num_envs,), 0, cfg.members, dtype=jnp.int32)
+        new_member = agent.uniform_ints(bits[:num_envs], cfg.members)
         return state.replace(
             env_state=env_state,
             obs=next_obs,
@@ -224,19 +273,16 @@ class Trainer:
             episode_return=jnp.where(done, 0.0, episode_return),
             buffer=buffer,
             tracker=tracker,
-            rng=rng,
         )
 
     def learn_step(self, state: RunState, t: jax.Array, hyper: Hyper) -> RunState:
-        """A vector step followed by one AdamW step on every member's own minibatch.
-
-        The hard target update every `target_period` gradient steps is a select,
-        not a branch, so XLA fuses it into the optimiser's pass over the parameters.
-        """
+        """A vector step followed by one AdamW step on every member's own minibatch,
+        then the hard target update every `target_period` gradient steps."""
         cfg = self.config
-        state = self.act_step(state, t, hyper)
-        rng, rng_sample = jax.random.split(state.rng)
-        batch = replay_sample(state.buffer, rng_sample, (cfg.members, cfg.batch_size))  # leaves (K, B, ...)
+        rng, rng_env, bits = self.draw(state.rng, learning=True)
+        state = self.act(state.replace(rng=rng), t, hyper, rng_env, bits)
+        slot_bits = bits[self.act_draws:].reshape(cfg.members, cfg.batch_size)
+        batch = replay_sample_bits(state.buffer, slot_bits)  # leaves (K, B, ...)
         prior_q = self.prior_values(state.prior, batch.obs)
         q_next_target = self.target_values(state.target, state.prior, batch.next_obs, hyper)
         q_next_online = None
@@ -262,7 +308,6 @@ class Trainer:
             target=target,
             opt_state=opt_state,
             tracker=state.tracker.replace(diverged=state.tracker.diverged | ~finite),
-            rng=rng,
         )
 
     def q_diversity(self, state: RunState, hyper: Hyper) -> jax.Array:

@@ -104,6 +104,17 @@ class EnvAdapter:
         obs, state = self.env.reset(key, self._params(run_data))
         return self.encode(state, obs), state
 
+    def step_keys(self, key: jax.Array, num_envs: int) -> jax.Array:
+        """One key per env for a vector step.
+
+        DeepSea as trained here is deterministic: gymnax draws noise it then
+        multiplies by zero. A constant key lets XLA fold those draws away at
+        compile time; stochastic environments get fresh keys.
+        """
+        if self.obs_is_index:
+            return jnp.broadcast_to(jax.random.key(0), (num_envs,))
+        return jax.random.split(key, num_envs)
+
     def step(self, key, state, action, run_data):
         """One step with auto-reset.
 

@@ -50,5 +50,14 @@ def replay_add(buffer: ReplayBuffer, batch: Transition) -> ReplayBuffer:
 
 def replay_sample(buffer: ReplayBuffer, key: jax.Array, shape: tuple[int, ...]) -> Transition:
     """Transitions at uniform random stored slots, with replacement; leaves get `shape` in front."""
-    slots = jax.random.randint(key, shape, 0, jnp.maximum(buffer.size, 1))
+    return replay_sample_bits(buffer, jax.random.bits(key, shape, jnp.uint32))
+
+
+def replay_sample_bits(buffer: ReplayBuffer, bits: jax.Array) -> Transition:
+    """Transitions at stored slots drawn from uniform uint32 `bits` (any shape), with replacement.
+
+    Slot = bits mod size: its bias is below capacity / 2^32 (under 1e-5 for a
+    40,000-transition buffer), for one random draw per sample instead of two.
+    """
+    slots = (bits % jnp.maximum(buffer.size, 1).astype(jnp.uint32)).astype(jnp.int32)
     return jax.tree.map(lambda store: store[slots], buffer.data)

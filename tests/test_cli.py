@@ -77,3 +77,26 @@ def test_eps_forces_one_member(tmp_path):
     assert res.returncode == 0, res.stderr
     t = pd.read_parquet(out)
     assert t["members"].tolist() == [1] and t["ensemble_size"].tolist() == [1]
+
+
+def test_batch_of_cells_writes_the_same_rows_as_separate_runs(tmp_path):
+    import json as _json
+
+    base = {"ensemble_size": 2, "hardness": 4, "num_episodes": 240, "rb_size": 400, "learning_starts": 200,
+            "num_probe_states": 16, "num_log_points": 10}
+    entries = [
+        {"config": {**base, "kind": "boot"}, "seeds": [0, 2], "out": str(tmp_path / "batch" / "boot.parquet")},
+        {"config": {**base, "kind": "bootrp", "prior_scale": 1.0}, "seeds": [2, 4], "out": str(tmp_path / "batch" / "rp.parquet")},
+    ]
+    res = cli("--batch", _json.dumps(entries))
+    assert res.returncode == 0, res.stderr
+    for entry, name in zip(entries, ["boot", "rp"]):
+        cfg = entry["config"]
+        alone = tmp_path / "alone" / f"{name}.parquet"
+        args = [f"--{k.replace('_', '-')}={v}" for k, v in cfg.items()]
+        res = cli(*args, "--seeds", f"{entry['seeds'][0]}:{entry['seeds'][1]}", "--out", str(alone))
+        assert res.returncode == 0, res.stderr
+        pd.testing.assert_frame_equal(pd.read_parquet(entry["out"]), pd.read_parquet(alone))
+    bad = [{**entries[0]}, {**entries[1], "config": {**entries[1]["config"], "hardness": 5}}]
+    res = cli("--batch", _json.dumps(bad))
+    assert res.returncode == 2 and "--batch" in res.stderr and len(res.stderr.strip().splitlines()) == 1

@@ -39,10 +39,15 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     run = parser.add_argument_group("run")
-    run.add_argument("--seeds", required=True, metavar="START:STOP",
-                     help="seed indices of this shard, half-open, e.g. 0:32")
-    run.add_argument("--out", required=True, metavar="PATH.parquet",
-                     help="output table; the provenance sidecar goes to PATH.json")
+    run.add_argument("--seeds", metavar="START:STOP",
+                     help="seed indices of this shard, half-open, e.g. 0:32 (required without --batch)")
+    run.add_argument("--out", metavar="PATH.parquet",
+                     help="output table; the provenance sidecar goes to PATH.json (required without --batch)")
+    run.add_argument("--batch", metavar="JSON",
+                     help='several shards in one compiled program: a JSON list of {"config": {option: value}, '
+                          '"seeds": [start, stop], "out": "path.parquet"}; the cells must share shapes '
+                          "(K, n, buffer, budget) and may differ in other hyperparameters and boot/bootrp. "
+                          "Each run's row is the same as when trained alone.")
     run.add_argument("--quiet", action="store_true", help="no progress lines")
     hp = parser.add_argument_group("hyperparameters (defaults: REFERENCE.md)")
     for f in dataclasses.fields(TrainConfig):
@@ -106,56 +111,101 @@ def rows(config: TrainConfig, seeds: range, metrics: dict) -> "pandas.DataFrame"
     return pd.DataFrame.from_records(records)
 
 
+def parse_batch(text: str) -> list[tuple[TrainConfig, range, Path]]:
+    """--batch: a JSON list of {"config": {field: value}, "seeds": [start, stop], "out": path}."""
+    import json
+
+    try:
+        entries = json.loads(text)
+        if not isinstance(entries, list) or not entries:
+            raise ValueError("expected a non-empty JSON list")
+    except ValueError as err:
+        raise ConfigError(f"--batch is invalid: {err}") from None
+    cells = []
+    for i, entry in enumerate(entries):
+        try:
+            overrides = dict(entry["config"])
+            start, stop = entry["seeds"]
+            out = entry["out"]
+        except (KeyError, TypeError, ValueError):
+            raise ConfigError(f'--batch entry {i} is invalid: give {{"config": {{...}}, "seeds": [start, stop], "out": "path.parquet"}}') from None
+        if overrides.get("kind") == "eps":
+            overrides["ensemble_size"] = 1
+        try:
+            config = TrainConfig.from_dict(overrides).validate()
+        except (ConfigError, TypeError) as err:
+            raise ConfigError(f"--batch entry {i}: {err}") from None
+        cells.append((config, parse_seeds(f"{start}:{stop}"), check_output(out)))
+    from .engine import program_signature
+
+    signatures = {program_signature(config) for config, _, _ in cells}
+    if len(signatures) > 1:
+        raise ConfigError("--batch is invalid: its cells differ in shapes or static settings (K, n, buffer, "
+                          "budget, ...); batch only cells that differ in traced hyperparameters or boot/bootrp")
+    return cells
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = build_parser()
     args = parser.parse_args(argv)
-    hyper = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)}
     try:
-        if hyper["kind"] == "eps":
-            hyper["ensemble_size"] = 1
-        config = TrainConfig(**hyper).validate()
-        seeds = parse_seeds(args.seeds)
-        out = check_output(args.out)
+        if args.batch is not None:
+            cells = parse_batch(args.batch)
+        else:
+            if args.seeds is None or args.out is None:
+                raise ConfigError("--seeds and --out are required (or give --batch)")
+            hyper = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)}
+            if hyper["kind"] == "eps":
+                hyper["ensemble_size"] = 1
+            config = TrainConfig(**hyper).validate()
+            cells = [(config, parse_seeds(args.seeds), check_output(args.out))]
         from .envs import make_env
 
-        make_env(config)  # unknown or non-discrete environments fail here, before compiling
+        make_env(cells[0][0])  # unknown or non-discrete environments fail here, before compiling
     except ConfigError as err:
         parser.exit(2, f"{PROG}: error: {err}\n")
 
     from . import engine, io
 
-    log = (lambda msg: None) if args.quiet else (lambda msg: print(f"[{config.kind} K={config.members} n={config.hardness} seeds {args.seeds}] {msg}", flush=True))
+    first, first_seeds, _ = cells[0]
+    label = f"{first.kind} K={first.members} n={first.hardness} seeds {first_seeds.start}:{first_seeds.stop}"
+    if len(cells) > 1:
+        label = f"batch of {len(cells)} cells, n={first.hardness}"
+    log = (lambda msg: None) if args.quiet else (lambda msg: print(f"[{label}] {msg}", flush=True))
     started = dt.datetime.now(dt.timezone.utc)
     t0 = time.perf_counter()
-    log(f"training {len(seeds)} seeds x {config.num_vector_steps:,} vector steps (config {config_hash(config)})")
-    result = engine.train_seeds(config, seeds, progress=log)
-    table = rows(config, seeds, result.metrics)
+    runs = sum(len(seeds) for _, seeds, _ in cells)
+    log(f"training {runs} runs x {first.num_vector_steps:,} vector steps in one program")
+    results = engine.train_batch([(config, seeds) for config, seeds, _ in cells], progress=log)
 
     import jax
 
-    sidecar = {
-        "command": shlex.join([PROG, *argv]),
-        "config": config.to_dict(),
-        "config_hash": config_hash(config),
-        "seeds": [seeds.start, seeds.stop],
-        "versions": io.package_versions(),
-        "host": io.host_facts(),
-        "jax_backend": jax.default_backend(),
-        "devices": result.devices,
-        "compile_seconds": round(result.compile_seconds, 3),
-        "run_seconds": round(result.run_seconds, 3),
-        "wall_seconds": round(time.perf_counter() - t0, 3),
-        "vector_steps_per_second": round(config.num_vector_steps / max(result.run_seconds, 1e-9), 1),
-        "started_utc": started.isoformat(timespec="seconds"),
-        "finished_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-    }
-    io.write_json(sidecar, io.sidecar_path(out))
-    io.write_table(table, out)
-    log(
-        f"wrote {out}: discovered {int(table['discovered'].sum())}/{len(table)}, "
-        f"diverged {int(table['diverged'].sum())}; compile {result.compile_seconds:.1f}s, run {result.run_seconds:.1f}s"
-    )
+    for (config, seeds, out), result in zip(cells, results):
+        table = rows(config, seeds, result.metrics)
+        sidecar = {
+            "command": shlex.join([PROG, *argv]),
+            "config": config.to_dict(),
+            "config_hash": config_hash(config),
+            "seeds": [seeds.start, seeds.stop],
+            "batched_runs": runs,
+            "versions": io.package_versions(),
+            "host": io.host_facts(),
+            "jax_backend": jax.default_backend(),
+            "devices": result.devices,
+            "compile_seconds": round(result.compile_seconds, 3),
+            "run_seconds": round(result.run_seconds, 3),
+            "wall_seconds": round(time.perf_counter() - t0, 3),
+            "vector_steps_per_second": round(config.num_vector_steps / max(result.run_seconds, 1e-9), 1),
+            "started_utc": started.isoformat(timespec="seconds"),
+            "finished_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        }
+        io.write_json(sidecar, io.sidecar_path(out))
+        io.write_table(table, out)
+        log(
+            f"wrote {out}: discovered {int(table['discovered'].sum())}/{len(table)}, "
+            f"diverged {int(table['diverged'].sum())}; compile {result.compile_seconds:.1f}s, run {result.run_seconds:.1f}s"
+        )
     return 0
 
 

@@ -54,9 +54,13 @@ class SnakemakeResult:
         return counts
 
 
-def run_snakemake(cwd: Path, *args: str, timeout: float = 600) -> SnakemakeResult:
-    """Run `python -m snakemake ARGS` in `cwd`; output is stdout and stderr together."""
-    env = dict(os.environ)
+def run_snakemake(cwd: Path, *args: str, timeout: float = 600,
+                  env: dict[str, str] | None = None) -> SnakemakeResult:
+    """Run `python -m snakemake ARGS` in `cwd`; output is stdout and stderr together.
+
+    `env`: variables added to (or replacing) the calling environment's.
+    """
+    env = {**os.environ, **(env or {})}
     env.setdefault("MPLBACKEND", "Agg")
     started = time.perf_counter()
     proc = subprocess.run(
@@ -82,3 +86,31 @@ def fresh_workflow(tmp_path) -> Path:
 @pytest.fixture(scope="session")
 def repo() -> Path:
     return REPO
+
+
+# ------------------------------------------------ small studies for real runs
+def write_study_config(dest: Path, name: str, **changes) -> Path:
+    """A config file with one study `name`, the `tiny` study of config.yaml
+    shrunk by `changes` (default: boot K=2 and eps at n=4, 4 seeds in shards of
+    2: 4 training shards), made the active study. Pass it with
+    `--configfile PATH`: Snakemake merges it into config.yaml."""
+    import yaml
+
+    spec = yaml.safe_load((REPO / "config.yaml").read_text())["studies"]["tiny"]
+    spec.update(
+        description=f"test study {name}: the tiny study, shrunk",
+        kinds={"boot": {"ensemble_sizes": [2], "hardness": [4]}, "eps": {"hardness": [4]}},
+        seeds_per_cell=4,
+        shard_size=2,
+    )
+    spec.update(changes)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    dest.write_text(yaml.safe_dump({"study": name, "studies": {name: spec}}, sort_keys=False))
+    return dest
+
+
+@pytest.fixture(scope="session")
+def jax_cache_env(tmp_path_factory) -> dict[str, str]:
+    """Environment for real training runs: one JAX compilation cache for the
+    whole session, so a cell compiled once starts faster in later runs."""
+    return {"JAX_COMPILATION_CACHE_DIR": str(tmp_path_factory.mktemp("jax_cache"))}

@@ -59,8 +59,11 @@ def test_one_figure_plans_only_what_it_needs(workflow_dir):
 
 
 def test_train_shard_resources_and_command(workflow_dir):
+    import shutil
+
     result = run_snakemake(workflow_dir, "-n", "-p", "--config", "study=tiny")
-    assert "gpu=1" in result.output and "runtime=" in result.output and "mem_mb=" in result.output
+    gpus = 1 if shutil.which("nvidia-smi") else 0  # a GPU only where there is one
+    assert f"gpu={gpus}" in result.output and "runtime=" in result.output and "mem_mb=" in result.output
     assert "XLA_PYTHON_CLIENT_PREALLOCATE=${XLA_PYTHON_CLIENT_PREALLOCATE:-false}" in result.output
     assert "python -m deepsea_scaling.train --kind" in result.output
     assert "--seeds 0:2 --out results/tiny/runs/" in result.output

@@ -1,0 +1,500 @@
+"""Nothing lost: interruptions, bad input, divergence and reruns.
+
+Each guarantee of the robustness issue, on real (small) runs of the workflow:
+
+1. interrupted runs (SIGINT of the run, SIGKILL of Snakemake, SIGKILL of a
+   training job) rerun with the same command train only the unfinished shards
+   and end with the tables of an uninterrupted run;
+2. a training job killed while writing leaves nothing under the final name; a
+   truncated shard stops the merge with one line naming the file and the
+   command that rebuilds it (and that command works);
+3. reruns are deterministic; a changed hyperparameter plans new paths only;
+   the merge refuses a shard of another configuration;
+4. a diverging run (learning rate 1e30) is recorded as diverged, not
+   discovered, its shard completes and the convergence table counts it;
+5. bad input fails in under 10 s naming the key and what is allowed, before
+   any job starts (more cases in test_workflow.py and test_study.py);
+6. cluster faults: tests/test_slurm_workflow.py;
+7. results copied to another checkout are up to date: figures build there
+   without training (test_workflow.py checks the same with empty files).
+
+All runs use the study `rmini` (conftest.write_study_config: the tiny study
+shrunk to 2 cells x 2 shards of 2 seeds) with `--cores 2`; one uninterrupted
+reference run is shared by the module.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from conftest import copy_workflow, run_snakemake, write_study_config
+
+STUDY = "rmini"
+TABLES = ["runs.parquet", "convergence.csv", "psi_fit.csv", "kind_comparison.csv"]
+TARGETS = [f"results/{STUDY}/{t}" for t in TABLES]
+N_SHARDS = 4  # 2 cells x 2 shards
+RUN_TIMEOUT = 300
+
+
+def study_command(config: Path) -> list[str]:
+    """The one command every run of a checkout uses (and reruns unchanged)."""
+    return [*TARGETS, "--cores", "2", "--configfile", str(config)]
+
+
+# ------------------------------------------------------------------ helpers
+def shard_files(wf: Path) -> list[Path]:
+    return sorted((wf / "results" / STUDY / "runs").rglob("seeds_*.parquet"))
+
+
+def train_outputs_by_jobid(log: str) -> dict[str, str]:
+    """Snakemake job id -> the shard table a `train_shard` job writes, from its job blocks."""
+    jobs, current, output = {}, False, None
+    for line in log.splitlines():
+        stripped = line.strip()
+        if stripped.endswith(":") and stripped.split()[-1].rstrip(":") and "rule " in stripped:
+            current, output = stripped in ("rule train_shard:", "localrule train_shard:"), None
+        elif current and stripped.startswith("output:"):
+            output = stripped.split(":", 1)[1].split(",")[0].strip()
+        elif current and stripped.startswith("jobid:") and output:
+            jobs[stripped.split(":", 1)[1].strip()] = output
+            current = False
+    return jobs
+
+
+def finished_shards(log: str) -> set[str]:
+    """Shard tables whose train_shard job Snakemake reported finished."""
+    outputs = train_outputs_by_jobid(log)
+    done = re.findall(r"Finished jobid: (\d+) \(Rule: train_shard\)", log)
+    return {outputs[j] for j in done if j in outputs}
+
+
+def train_pids(wf: Path) -> list[int]:
+    """PIDs of `python -m deepsea_scaling.train` processes working in `wf` (pgrep -f)."""
+    proc = subprocess.run(["pgrep", "-f", "deepsea_scaling.train"], capture_output=True, text=True)
+    pids = []
+    for pid in map(int, proc.stdout.split()):
+        try:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            cwd = Path(os.readlink(f"/proc/{pid}/cwd"))
+        except OSError:
+            continue
+        if b"-m" in argv and b"deepsea_scaling.train" in argv and cwd.resolve() == wf.resolve():
+            pids.append(pid)
+    return pids
+
+
+def wait_until(predicate, timeout: float, what: str, interval: float = 0.2):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+class Background:
+    """`python -m snakemake ARGS` in its own session (like a terminal's job), output to a file."""
+
+    def __init__(self, wf: Path, args: list[str], env: dict[str, str]):
+        self.logfile = wf / f"snakemake-{time.monotonic_ns()}.out"
+        self._fh = open(self.logfile, "w")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "snakemake", *args], cwd=wf,
+            env={**os.environ, "MPLBACKEND": "Agg", **env},
+            stdout=self._fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+
+    def text(self) -> str:
+        return self.logfile.read_text(errors="replace")
+
+    def wait(self, timeout: float = RUN_TIMEOUT) -> int:
+        try:
+            return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise AssertionError(f"snakemake did not end within {timeout} s:\n{self.text()[-3000:]}")
+        finally:
+            self._fh.close()
+
+    def kill(self):
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.proc.wait()
+
+
+def _cells(value) -> str:
+    """A run-table value as exact text (floats by repr, arrays as lists)."""
+    if hasattr(value, "tolist"):
+        value = value.tolist()
+    return repr(value)
+
+
+def assert_same_tables(wf: Path, reference: Path):
+    """The study's tables in `wf` equal the reference's: same rows, same values, exactly."""
+    ours = pd.read_parquet(wf / "results" / STUDY / "runs.parquet")
+    theirs = pd.read_parquet(reference / "results" / STUDY / "runs.parquet")
+    assert list(ours.columns) == list(theirs.columns)
+    assert len(ours) == len(theirs) == 2 * 4
+    pd.testing.assert_frame_equal(ours.map(_cells), theirs.map(_cells))
+    for table in TABLES[1:]:
+        ours_text = (wf / "results" / STUDY / table).read_text()
+        assert ours_text == (reference / "results" / STUDY / table).read_text(), table
+
+
+def copy_results(src: Path, dest: Path, keep_times: bool = True) -> Path:
+    """A fresh checkout of the workflow holding a copy of `src`'s results (no .snakemake/)."""
+    copy_workflow(dest)
+    shutil.copytree(src / "results", dest / "results",
+                    copy_function=shutil.copy2 if keep_times else shutil.copyfile)
+    return dest
+
+
+@dataclass
+class Checkout:
+    wf: Path
+    config: Path
+    env: dict
+
+    def run(self, *extra: str, env: dict | None = None, timeout: float = RUN_TIMEOUT):
+        return run_snakemake(self.wf, *study_command(self.config), *extra,
+                             env={**self.env, **(env or {})}, timeout=timeout)
+
+    def start(self, env: dict | None = None) -> Background:
+        return Background(self.wf, study_command(self.config), {**self.env, **(env or {})})
+
+
+def new_checkout(tmp: Path, env: dict) -> Checkout:
+    wf = copy_workflow(tmp / "wf")
+    return Checkout(wf, write_study_config(tmp / "rmini.yaml", STUDY), env)
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, jax_cache_env) -> Checkout:
+    """The uninterrupted run of the study (about 30 s)."""
+    pytest.importorskip("deepsea_scaling.engine")
+    checkout = new_checkout(tmp_path_factory.mktemp("reference"), jax_cache_env)
+    result = checkout.run()
+    assert result.returncode == 0, result.output[-3000:]
+    assert result.job_counts().get("train_shard") == N_SHARDS, result.output[-3000:]
+    return checkout
+
+
+def _interrupt_after_first_shard(checkout: Checkout, interrupt) -> tuple[Background, set[str], dict]:
+    """Start the study, call interrupt(run) once a shard is finished, wait for the run to end.
+
+    Returns the run, the shards Snakemake reported finished before the
+    interruption, and the mtimes of those shard files.
+    """
+    run = checkout.start()
+    wait_until(lambda: finished_shards(run.text()), 120, "a finished training shard")
+    done = finished_shards(run.text())
+    interrupt(run)
+    run.wait()
+    # nothing of the interrupted run is still training (orphans of a killed
+    # Snakemake finish on their own first, as they would on a real machine)
+    wait_until(lambda: not train_pids(checkout.wf), 120, "orphaned training jobs to end")
+    assert 0 < len(done) < N_SHARDS, f"interrupted too late to test anything: {done}"
+    mtimes = {p: (checkout.wf / p).stat().st_mtime_ns for p in done}
+    return run, done, mtimes
+
+
+def _rerun_and_check(checkout: Checkout, done: set[str], mtimes: dict, reference: Checkout):
+    present = {str(p.relative_to(checkout.wf)) for p in shard_files(checkout.wf)}
+    rerun = checkout.run()  # the same command, unchanged
+    assert rerun.returncode == 0, rerun.output[-4000:]
+    retrained = rerun.job_counts().get("train_shard", 0)
+    # Only unfinished shards train again: never one Snakemake had finished;
+    # at least every missing one (a shard written while the run was being
+    # killed is unfinished for Snakemake and may train again).
+    assert N_SHARDS - len(present) <= retrained <= N_SHARDS - len(done), rerun.output[-4000:]
+    for path in done:
+        assert (checkout.wf / path).stat().st_mtime_ns == mtimes[path], f"{path} was retrained"
+    assert_same_tables(checkout.wf, reference.wf)
+
+
+# ------------------------------------------------------ 1. interrupted runs
+@pytest.mark.slow
+def test_sigint_then_same_command_trains_only_unfinished_shards(reference, tmp_path):
+    checkout = new_checkout(tmp_path, reference.env)
+    # Ctrl-C: SIGINT to the whole foreground process group
+    run, done, mtimes = _interrupt_after_first_shard(
+        checkout, lambda run: os.killpg(run.proc.pid, signal.SIGINT))
+    assert run.proc.returncode != 0
+    assert not (checkout.wf / "results" / STUDY / "runs.parquet").exists()
+    _rerun_and_check(checkout, done, mtimes, reference)
+
+
+@pytest.mark.slow
+def test_sigkill_of_snakemake_then_same_command_finishes(reference, tmp_path):
+    """SIGKILL leaves Snakemake's lock and incomplete-markers behind; the
+    workflow profile (nolock, rerun-incomplete) lets the same command finish."""
+    checkout = new_checkout(tmp_path, reference.env)
+    run, done, mtimes = _interrupt_after_first_shard(
+        checkout, lambda run: os.kill(run.proc.pid, signal.SIGKILL))  # Snakemake only
+    assert run.proc.returncode == -signal.SIGKILL
+    _rerun_and_check(checkout, done, mtimes, reference)
+
+
+# Test-only fault, loaded by every Python started with this folder on
+# PYTHONPATH: in a training process, writing the table whose temporary path
+# contains HANG_WRITE writes half of it, tells the test its PID, and hangs
+# until killed. Product code is untouched.
+SITECUSTOMIZE = textwrap.dedent('''
+    import os, sys
+    _folder, _name = os.environ.get("HANG_WRITE", "|").split("|")
+    if _folder and "deepsea_scaling.train" in sys.orig_argv:
+        import pyarrow.parquet as _pq
+        _write_table = _pq.write_table
+
+        def write_table(table, where, *args, **kwargs):
+            _write_table(table, where, *args, **kwargs)
+            if _folder in str(where) and _name in str(where):
+                with open(where, "rb+") as f:
+                    f.truncate(os.path.getsize(where) // 2)
+                with open(os.environ["HANG_MARKER"], "w") as f:
+                    f.write(f"{os.getpid()} {where}")
+                import time
+                time.sleep(3600)
+
+        _pq.write_table = write_table
+''')
+
+
+@pytest.mark.slow
+def test_training_job_killed_while_writing(reference, tmp_path):
+    """SIGKILL of one training job in the middle of writing its table: no file
+    under the final name, the other shards finish, the same command then
+    trains that shard alone and the tables equal the uninterrupted run's."""
+    checkout = new_checkout(tmp_path, reference.env)
+    target = next(p for p in map(str, reference.wf.joinpath("results", STUDY, "runs").rglob("*.parquet"))
+                  if "/eps/" in p and p.endswith("seeds_2-4.parquet"))
+    target = str(Path(target).relative_to(reference.wf))
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(SITECUSTOMIZE)
+    marker = tmp_path / "hanging"
+    run = checkout.start(env={
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(hook), os.environ.get("PYTHONPATH")])),
+        "HANG_WRITE": f"{Path(target).parent}/|{Path(target).name}",
+        "HANG_MARKER": str(marker),
+    })
+    wait_until(marker.exists, 120, "the training job to hang while writing")
+    pid = int(marker.read_text().split()[0])
+    assert pid in train_pids(checkout.wf)  # what `pgrep -f deepsea_scaling.train` finds
+    partial = checkout.wf / marker.read_text().split(maxsplit=1)[1]  # relative or absolute
+    final = checkout.wf / target
+    assert partial.stat().st_size > 0
+    # while the job writes, nothing is under the final name (only a hidden temporary)
+    assert not final.exists(), "a job writes its table under the final name"
+    assert partial.name.startswith(f".{final.name}.tmp-"), partial
+    os.kill(pid, signal.SIGKILL)
+    rc = run.wait()
+    log = run.text()
+
+    assert rc != 0, log[-3000:]
+    assert not final.exists(), "a killed job left a file under the final name"
+    assert not final.with_suffix(".json").exists()
+    assert all(".tmp-" not in p.name for p in shard_files(checkout.wf))
+    # it really died mid-write: the half-written temporary file is still there, hidden
+    assert partial.exists() and partial.name.startswith(f".{final.name}.tmp-")
+    job_log = f"logs/{STUDY}/train/" + target.split("/runs/", 1)[1].replace(".parquet", ".log")
+    assert "Error in rule train_shard" in log and job_log in log, log[-3000:]
+    assert len(shard_files(checkout.wf)) == N_SHARDS - 1  # keep-going: the others finished
+    done = finished_shards(log)
+    assert target not in done and len(done) == N_SHARDS - 1
+    mtimes = {p: (checkout.wf / p).stat().st_mtime_ns for p in done}
+
+    rerun = checkout.run()
+    assert rerun.returncode == 0, rerun.output[-4000:]
+    assert rerun.job_counts().get("train_shard") == 1, rerun.output[-4000:]
+    assert f"output: {target}" in rerun.output
+    for path in done:
+        assert (checkout.wf / path).stat().st_mtime_ns == mtimes[path], f"{path} was retrained"
+    assert_same_tables(checkout.wf, reference.wf)
+
+
+# ----------------------------------------- 2./3. bad shards at merge time
+@pytest.mark.slow
+def test_corrupt_or_foreign_shard_stops_merge_and_hint_rebuilds(reference, tmp_path):
+    checkout = Checkout(copy_results(reference.wf, tmp_path / "wf"), reference.config, reference.env)
+    shards = [str(p.relative_to(checkout.wf)) for p in shard_files(checkout.wf)]
+    boot = next(p for p in shards if "/boot/" in p and p.endswith("seeds_0-2.parquet"))
+    eps = next(p for p in shards if "/eps/" in p and p.endswith("seeds_0-2.parquet"))
+    wf = checkout.wf
+    original = (wf / boot).read_bytes()
+
+    def merge_error(result) -> str:
+        assert result.returncode != 0, result.output[-3000:]
+        assert result.job_counts().get("train_shard", 0) == 0, result.output[-3000:]
+        lines = [line for line in result.output.splitlines() if line.startswith("merge_runs: error:")]
+        assert len(lines) == 1, result.output[-3000:]
+        return lines[0]
+
+    # A shard of another configuration (same seeds, other cell) under this path.
+    shutil.copy(wf / eps, wf / boot)
+    line = merge_error(checkout.run())
+    assert f"{boot}: config_hash" in line and "does not match the study's" in line, line
+    assert f"--forcerun {boot}" in line, line
+
+    # A truncated shard (e.g. a copy cut short).
+    (wf / boot).write_bytes(original[: len(original) // 2])
+    line = merge_error(checkout.run())
+    assert f"shard {boot} is unreadable" in line and f"--forcerun {boot}" in line, line
+    assert not (wf / "results" / STUDY / "runs.parquet").exists()
+
+    # The hint's command rebuilds exactly that shard, identical to the first time.
+    rebuilt = checkout.run("--forcerun", boot)
+    assert rebuilt.returncode == 0, rebuilt.output[-3000:]
+    assert rebuilt.job_counts().get("train_shard") == 1, rebuilt.output[-3000:]
+    assert (wf / boot).read_bytes() == original
+    assert_same_tables(wf, reference.wf)
+
+
+# ------------------------------------------------------- 3. determinism
+@pytest.mark.slow
+def test_second_run_gives_identical_tables(reference, tmp_path):
+    """The same study run a second time, from scratch in another checkout (the
+    JAX compilation cache now warm), gives the same shards and tables."""
+    checkout = new_checkout(tmp_path, reference.env)
+    result = checkout.run()
+    assert result.returncode == 0, result.output[-3000:]
+    ours = {p.relative_to(checkout.wf): p for p in shard_files(checkout.wf)}
+    theirs = {p.relative_to(reference.wf): p for p in shard_files(reference.wf)}
+    assert sorted(ours) == sorted(theirs) and len(ours) == N_SHARDS
+    for rel in ours:
+        a, b = pd.read_parquet(ours[rel]), pd.read_parquet(theirs[rel])
+        pd.testing.assert_frame_equal(a.map(_cells), b.map(_cells), obj=str(rel))
+    assert_same_tables(checkout.wf, reference.wf)
+
+
+@pytest.mark.slow
+def test_changed_hyperparameter_plans_only_new_paths(reference, tmp_path):
+    """With the reference's shards present, a changed learning rate plans every
+    shard anew under new hashes, and the merge reads none of the old ones."""
+    old = {str(p.relative_to(reference.wf)) for p in shard_files(reference.wf)}
+    old_hashes = {Path(p).parent.name for p in old}
+    hyper = dict(reference_hyperparameters(reference.config), learning_rate=1e-3)
+    changed = write_study_config(tmp_path / "changed.yaml", STUDY, hyperparameters=hyper)
+    result = run_snakemake(reference.wf, *TARGETS, "-n", "--configfile", str(changed))
+    assert result.returncode == 0, result.output[-3000:]
+    assert result.job_counts().get("train_shard") == N_SHARDS, result.output[-3000:]
+    planned = set(train_outputs_by_jobid(result.output).values())
+    assert len(planned) == N_SHARDS and not planned & old
+    merge_inputs = re.search(r"rule merge_runs:\n\s+input: (.*)\n", result.output)[1].split(", ")
+    assert set(merge_inputs) == planned
+    assert not {Path(p).parent.name for p in merge_inputs} & old_hashes
+
+
+def reference_hyperparameters(config: Path) -> dict:
+    import yaml
+
+    return yaml.safe_load(config.read_text())["studies"][STUDY]["hyperparameters"]
+
+
+# ---------------------------------------------------------- 4. divergence
+@pytest.mark.slow
+def test_diverged_runs_are_recorded_and_counted(tmp_path, jax_cache_env):
+    """A sweep variant with learning rate 1e30 beside the default: its runs are
+    diverged and not discovered, its shard completes, the convergence table
+    counts them; the default variant's runs do not diverge."""
+    pytest.importorskip("deepsea_scaling.engine")
+    wf = copy_workflow(tmp_path / "wf")
+    config = write_study_config(
+        tmp_path / "rdiv.yaml", "rdiv",
+        kinds={"boot": {"ensemble_sizes": [2], "hardness": [4]}},
+        seeds_per_cell=2,
+        sweep={"learning_rate": {"values": [1.0e30]}},
+    )
+    result = run_snakemake(wf, "results/rdiv/convergence.csv", "--cores", "2",
+                           "--configfile", str(config), env=jax_cache_env)
+    assert result.returncode == 0, result.output[-3000:]
+    assert result.job_counts()["train_shard"] == 2
+
+    runs = pd.read_parquet(wf / "results" / "rdiv" / "runs.parquet")
+    bad, good = runs[runs["variant"] != "default"], runs[runs["variant"] == "default"]
+    assert len(bad) == len(good) == 2 and (bad["learning_rate"] == 1e30).all()
+    assert bad["diverged"].all() and not bad["discovered"].any(), bad
+    assert not good["diverged"].any(), good
+
+    cells = pd.read_csv(wf / "results" / "rdiv" / "convergence.csv").set_index("variant")
+    assert int(cells.loc[bad["variant"].iloc[0], "diverged"]) == 2, cells
+    assert int(cells.loc[bad["variant"].iloc[0], "successes"]) == 0, cells
+    assert int(cells.loc["default", "diverged"]) == 0, cells
+
+
+# --------------------------------------------------------- 5. bad input
+# What test_workflow.py does not feed in already (it has: unknown key, K=0,
+# empty list, n=1, unknown kind, wrong type, shard size 0, unknown
+# hyperparameter, unknown study).
+BAD_INPUT = {
+    "seeds_zero": ({"seeds_per_cell": 0}, "studies.rmini.seeds_per_cell", "must be >= 1"),
+    "seeds_negative": ({"seeds_per_cell": -3}, "studies.rmini.seeds_per_cell", "must be >= 1"),
+    "episodes_zero": ({"num_episodes": 0}, "studies.rmini.num_episodes", "must be >= 1"),
+    "shard_size_negative": ({"shard_size": -2}, "studies.rmini.shard_size", "must be >= 1"),
+    "no_kinds": ({"kinds": {}}, "studies.rmini.kinds", "give at least 1"),
+    "k_zero": ({"kinds": {"boot": {"ensemble_sizes": [0], "hardness": [4]}}},
+               "studies.rmini.kinds.boot.ensemble_sizes[0]", "must be >= 1"),
+    "n_one": ({"kinds": {"eps": {"hardness": [4, 1]}}}, "studies.rmini.kinds.eps.hardness[1]",
+              "must be >= 2"),
+    "unknown_kind": ({"kinds": {"ucb": {"ensemble_sizes": [2], "hardness": [4]}}},
+                     "studies.rmini.kinds.ucb", "allowed: boot, bootrp, eps"),
+    # checked by the training command's own validation (TrainConfig), through the workflow
+    "hyperparameter_type": ({"hyperparameters": {"rb_size": "large"}},
+                            "studies.rmini.hyperparameters.rb_size", "give a int like"),
+    "train_cli_range": ({"hyperparameters": {"rb_size": 1000, "learning_starts": 5000}},
+                        "studies.rmini.hyperparameters.learning_starts", "must be <= --rb-size"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_INPUT))
+def test_bad_input_fails_fast_naming_key_and_allowed(workflow_dir, tmp_path, case):
+    changes, key, allowed = BAD_INPUT[case]
+    config = write_study_config(tmp_path / "bad.yaml", STUDY, **changes)
+    result = run_snakemake(workflow_dir, *TARGETS, "--cores", "1", "--configfile", str(config))
+    assert result.returncode != 0, result.output[-3000:]
+    assert result.seconds < 10, f"took {result.seconds:.1f} s"
+    lines = [line for line in result.output.splitlines() if f"{key}:" in line]
+    assert lines, result.output[-3000:]
+    assert len({line.split(f"{key}:", 1)[1] for line in lines}) == 1, lines  # one message
+    assert allowed in lines[0], lines[0]
+    assert "Select jobs to execute" not in result.output
+    assert not (workflow_dir / "results").exists() and not (workflow_dir / "logs").exists()
+
+
+# ------------------------------------------- 7. resume across machines
+@pytest.mark.slow
+def test_copied_results_build_figures_without_training(reference, tmp_path):
+    """Results copied (timestamps kept, as rsync -a / cp -a do) into another
+    checkout without .snakemake/: the tables are up to date and a figure is
+    built from them alone. Copied with new timestamps, nothing trains either."""
+    other = Checkout(copy_results(reference.wf, tmp_path / "kept"), reference.config, reference.env)
+    up_to_date = other.run("-n")
+    assert up_to_date.returncode == 0 and "Nothing to be done" in up_to_date.output, up_to_date.output[-3000:]
+    figure = f"plots/{STUDY}/probability_vs_n.png"
+    built = run_snakemake(other.wf, figure, "--cores", "2", "--configfile", str(other.config),
+                          env=other.env)
+    assert built.returncode == 0, built.output[-3000:]
+    assert built.job_counts() == {"plot_probability_vs_n": 1, "total": 1}, built.output[-3000:]
+    assert (other.wf / figure).stat().st_size > 0
+
+    fresh = Checkout(copy_results(reference.wf, tmp_path / "fresh", keep_times=False),
+                     reference.config, reference.env)
+    plan = fresh.run("-n")
+    assert plan.returncode == 0, plan.output[-3000:]
+    assert "train_shard" not in plan.job_counts(), plan.output[-3000:]

@@ -74,3 +74,23 @@ def test_report_is_self_contained(tiny_run):
     assert not re.search(r"""<(script|link|img)[^>]+(src|href)=["']https?://""", html)
     for name in ["convergence.csv", "psi_fit.csv", "kind_comparison.csv"] + [f"{f}.png" for f in FIGURES]:
         assert name in html, name
+
+
+def test_grouped_training_gives_the_same_rows(tiny_run):
+    """train_grouping: shape trains boot with bootrp (one program per shape and shard): same rows."""
+    import yaml
+
+    config = yaml.safe_load((tiny_run / "config.yaml").read_text())
+    config["studies"]["tinyshape"] = dict(config["studies"]["tiny"], train_grouping="shape")
+    (tiny_run / "grouped.yaml").write_text(yaml.safe_dump(config))
+    args = ["results/tinyshape/runs.parquet", "--configfile", "grouped.yaml", "--config", "study=tinyshape"]
+    counts = run_snakemake(tiny_run, "-n", *args).job_counts()
+    groups = sum(v for k, v in counts.items() if k.startswith("train_group_"))
+    assert "train_shard" not in counts and groups == 12, counts  # 20 shards of 10 cells -> 12 jobs
+    result = run_snakemake(tiny_run, *args, "--cores", "2", timeout=900)
+    assert result.returncode == 0, result.output[-3000:]
+    keys = ["kind", "variant", "ensemble_size", "hardness", "seed"]
+    alone = pd.read_parquet(tiny_run / "results" / "tiny" / "runs.parquet").drop(columns="study")
+    grouped = pd.read_parquet(tiny_run / "results" / "tinyshape" / "runs.parquet").drop(columns="study")
+    alone, grouped = (t.sort_values(keys).reset_index(drop=True) for t in (alone, grouped))
+    pd.testing.assert_frame_equal(alone, grouped[alone.columns])

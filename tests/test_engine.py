@@ -258,7 +258,8 @@ def test_invalid_configs_name_the_option():
 
 def test_a_runs_row_is_the_same_alone_or_batched_with_other_cells():
     """Batching cells of other hyperparameters (and boot with bootrp) into one program changes no run."""
-    from deepsea_scaling.engine import program_signature, train_batch
+    from deepsea_scaling.config import program_signature
+    from deepsea_scaling.engine import train_batch
 
     boot, rp = small("boot"), small("bootrp")
     rp_lr = small("bootrp", learning_rate=5e-4, prior_scale=1.0)

@@ -143,6 +143,25 @@ def config_hash(config: TrainConfig) -> str:
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
+# Fields of TrainConfig that are traced values (`agent.Hyper`) or only seed the
+# keys: cells that differ in nothing else can share one compiled program.
+TRACED_FIELDS = (
+    "learning_rate", "weight_decay", "gamma", "prior_scale", "eps_start", "eps_end",
+    "eps_decay_fraction", "discovery_threshold", "target_period", "base_seed",
+)
+
+
+def program_signature(config: TrainConfig) -> tuple:
+    """Cells with equal signatures can train in one compiled program (`engine.train_batch`).
+
+    DeepSea boot and bootrp share programs (boot's prior is scaled by 0).
+    """
+    static = {k: v for k, v in config.to_dict().items() if k not in TRACED_FIELDS}
+    if config.is_deepsea and config.kind == "boot":
+        static["kind"] = "bootrp"
+    return tuple(sorted(static.items()))
+
+
 def _fmt(value) -> str:
     if isinstance(value, tuple):
         return ",".join(str(v) for v in value)

@@ -23,7 +23,7 @@ from flax import struct
 
 from . import agent
 from .agent import Hyper
-from .config import TrainConfig, config_hash
+from .config import TrainConfig, config_hash, program_signature
 from .envs import EnvAdapter, make_env
 from .metrics import Tracker, record_episodes, summarize, tracker_init
 from .networks import QNetwork, ensemble_apply, ensemble_apply_shared, init_ensemble
@@ -405,25 +405,6 @@ def _seed_sharding(num_seeds: int):
         return None
     mesh = jax.sharding.Mesh(np.array(devices), ("seeds",))
     return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("seeds"))
-
-
-# Fields of TrainConfig that are traced values (`Hyper`) or only seed the keys:
-# cells that differ in nothing else can share one compiled program.
-TRACED_FIELDS = (
-    "learning_rate", "weight_decay", "gamma", "prior_scale", "eps_start", "eps_end",
-    "eps_decay_fraction", "discovery_threshold", "target_period", "base_seed",
-)
-
-
-def program_signature(config: TrainConfig) -> tuple:
-    """Cells with equal signatures train in one compiled program (see `train_batch`).
-
-    DeepSea boot and bootrp share programs (boot's prior is scaled by 0).
-    """
-    static = {k: v for k, v in config.to_dict().items() if k not in TRACED_FIELDS}
-    if config.is_deepsea and config.kind == "boot":
-        static["kind"] = "bootrp"
-    return tuple(sorted(static.items()))
 
 
 def train_seeds(

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
-from .config import KINDS, ConfigError, TrainConfig, config_hash
+from .config import KINDS, ConfigError, TrainConfig, config_hash, program_signature
 
 DEFAULT_VARIANT = "default"
 SHARD_PATTERN = (
@@ -63,6 +63,7 @@ class Study:
     variants: tuple[str, ...]
     critical_region: Mapping[str, int]
     _cells: tuple[Cell, ...] = field(repr=False)
+    train_grouping: str = "cell"
 
     def cells(self) -> list[Cell]:
         """Every cell of the study, kinds in config order, then variant, K, n."""
@@ -225,6 +226,7 @@ def load_study(config: Mapping[str, Any], name: str) -> Study:
         variants=tuple(v[0] for v in variants),
         critical_region=region,
         _cells=tuple(cells),
+        train_grouping=str(spec.get("train_grouping", "cell")),
     )
 
 
@@ -450,7 +452,7 @@ def merge_shards(paths: Sequence[str | Path], expected_hashes: Sequence[str], st
         raise ValueError("paths, expected_hashes and variants must have the same length")
     frames = []
     for path, expected, variant in zip(paths, expected_hashes, variants):
-        rebuild = f"rebuild it with `snakemake --forcerun {path}` (or delete it and rerun)"
+        rebuild = f"rebuild it: rerun your snakemake command with `--forcerun {path}` added (or delete the file and rerun)"
         frame = read_shard(path, rebuild_hint=rebuild)
         if "config_hash" not in frame.columns or len(frame) == 0:
             raise ShardError(f"{path}: no rows or no config_hash column; {rebuild}")
@@ -472,3 +474,58 @@ def merge_shards(paths: Sequence[str | Path], expected_hashes: Sequence[str], st
     if not frames:
         raise ShardError(f"study {study}: no shards to merge")
     return pd.concat(frames, ignore_index=True)
+
+
+# ------------------------------------------------------------ train groups
+@dataclass(frozen=True)
+class TrainGroup:
+    """Shards that one training job trains in one compiled program (train_grouping: shape).
+
+    The same seed range of every cell of a study that shares a program
+    signature: boot with bootrp, and the sweep values of traced
+    hyperparameters. Each shard keeps its own path, hash and rows.
+    """
+
+    study: str
+    name: str  # a valid rule-name suffix
+    shards: tuple[tuple[Cell, int, int], ...]  # (cell, start, stop)
+
+    def tables(self) -> list[str]:
+        return [shard_path(self.study, cell, start, stop) for cell, start, stop in self.shards]
+
+    def sidecars(self) -> list[str]:
+        return [str(Path(p).with_suffix(".json")) for p in self.tables()]
+
+    def batch_json(self) -> str:
+        """The `--batch` argument of `python -m deepsea_scaling.train` for this group."""
+        import json
+
+        entries = [
+            {"config": cell.config.to_dict(), "seeds": [start, stop], "out": path}
+            for (cell, start, stop), path in zip(self.shards, self.tables())
+        ]
+        return json.dumps(entries, separators=(",", ":"))
+
+    @property
+    def seeds(self) -> int:
+        return sum(stop - start for _, start, stop in self.shards)
+
+
+def train_groups(study: Study) -> list[TrainGroup]:
+    """The study's training jobs when `train_grouping: shape`; none for `cell`."""
+    if study.train_grouping != "shape":
+        return []
+    import hashlib
+
+    groups: dict[tuple, list] = {}
+    for cell in study.cells():
+        for start, stop in study.shards(cell):
+            key = (program_signature(cell.config), start, stop)
+            groups.setdefault(key, []).append((cell, start, stop))
+    result = []
+    for (signature, start, stop), shards in groups.items():
+        first = shards[0][0]
+        digest = hashlib.sha256(repr(signature).encode()).hexdigest()[:8]
+        name = f"{study.name}_K{first.config.members}_n{first.hardness}_s{start}_{stop}_{digest}"
+        result.append(TrainGroup(study.name, re.sub(r"\W", "_", name), tuple(shards)))
+    return result

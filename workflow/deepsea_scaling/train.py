@@ -136,7 +136,7 @@ def parse_batch(text: str) -> list[tuple[TrainConfig, range, Path]]:
         except (ConfigError, TypeError) as err:
             raise ConfigError(f"--batch entry {i}: {err}") from None
         cells.append((config, parse_seeds(f"{start}:{stop}"), check_output(out)))
-    from .engine import program_signature
+    from .config import program_signature
 
     signatures = {program_signature(config) for config, _, _ in cells}
     if len(signatures) > 1:

@@ -116,6 +116,36 @@ def train_mem_mb(wildcards, attempt):
     return study_lib.estimate_mem_mb(cell_of(wildcards), seeds_of(wildcards), attempt)
 
 
+# ------------------------------------------------------- train_group jobs
+TRAIN_GROUPS = [g for study in STUDIES.values() for g in study_lib.train_groups(study)]
+# train_shard serves the studies that train cell by cell; the others have
+# one generated rule per group (workflow/rules/train.smk).
+_GROUPED = sorted({g.study for g in TRAIN_GROUPS})
+CELL_GROUPED_STUDIES = (
+    r"(?!(?:" + "|".join(_GROUPED) + r")$)[A-Za-z0-9_-]+"
+    if _GROUPED
+    else r"[A-Za-z0-9_-]+"
+)
+
+
+def group_runtime_minutes(group):
+    """runtime(wildcards, attempt) of a group job: as for its cells' seeds together."""
+
+    def runtime(wildcards, attempt):
+        return study_lib.estimate_runtime_minutes(
+            group.shards[0][0], group.seeds, attempt
+        )
+
+    return runtime
+
+
+def group_mem_mb(group):
+    def mem_mb(wildcards, attempt):
+        return study_lib.estimate_mem_mb(group.shards[0][0], group.seeds, attempt)
+
+    return mem_mb
+
+
 # ------------------------------------------------------ aggregation inputs
 def shards_of_study(wildcards):
     """Every shard parquet of the study, all kinds, variants and cells."""

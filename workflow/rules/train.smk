@@ -8,6 +8,8 @@ rule train_shard:
         sidecar="results/{study}/runs/{kind}/{variant}/K{K}/n{n}/{hash}/seeds_{start}-{stop}.json",
     log:
         "logs/{study}/train/{kind}/{variant}/K{K}/n{n}/{hash}/seeds_{start}-{stop}.log",
+    wildcard_constraints:
+        study=CELL_GROUPED_STUDIES,
     conda:
         "../../envs/deepsea.yaml"
     threads: 1
@@ -18,5 +20,32 @@ rule train_shard:
     params:
         args=train_args,
     shell:
-        TRAIN_ENV + " python -m deepsea_scaling.train {params.args}"
+        f"{TRAIN_ENV} python -m deepsea_scaling.train {{params.args}}"
         " --out {output.table} > {log} 2>&1"
+
+
+# Studies with `train_grouping: shape`: one job (and one compiled program) per
+# group of shards that share shapes - boot with bootrp, sweep values of traced
+# hyperparameters. Same files, same rows as train_shard would write.
+for group in TRAIN_GROUPS:
+
+    rule:
+        name:
+            f"train_group_{group.name}"
+        output:
+            table=group.tables(),
+            sidecar=group.sidecars(),
+        log:
+            f"logs/{group.study}/train_group/{group.name}.log",
+        conda:
+            "../../envs/deepsea.yaml"
+        threads: 1
+        resources:
+            gpu=TRAIN_GPUS,
+            runtime=group_runtime_minutes(group),
+            mem_mb=group_mem_mb(group),
+        params:
+            batch=group.batch_json(),
+        shell:
+            f"{TRAIN_ENV} python -m deepsea_scaling.train --batch {{params.batch:q}}"
+            " > {log} 2>&1"

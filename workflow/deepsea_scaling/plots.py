@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import itertools
-import tempfile
 import warnings
 import zlib
 from pathlib import Path
@@ -28,6 +27,7 @@ import pandas as pd  # noqa: E402
 from matplotlib import colors as mcolors  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
+from .io import atomic_path  # noqa: E402
 from .stats import AnalysisWarning, K1_ONLY_KINDS, frontier_k, predicted_probability  # noqa: E402
 
 COLUMN_WIDTH, PAGE_WIDTH = 3.4, 7.0  # inches
@@ -144,19 +144,11 @@ def save_figure(fig: Figure, path_png: str | os.PathLike, pdf: bool = True, dpi:
     exactly figsize × dpi pixels (no tight bounding box).
     """
     path_png = Path(path_png)
-    path_png.parent.mkdir(parents=True, exist_ok=True)
     targets = [(path_png, "png")] + ([(path_png.with_suffix(".pdf"), "pdf")] if pdf else [])
     written = []
     for path, fmt in targets:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fig.savefig(fh, format=fmt, dpi=dpi)
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format=fmt, dpi=dpi)
         written.append(path)
     return written
 

@@ -242,3 +242,23 @@ def test_merge_refuses_mismatched_truncated_or_wrong_seeds(tmp_path):
     with pytest.raises(ShardError, match=r"seeds_0-2\.parquet.*--forcerun") as err:
         S.merge_shards([shard], ["a" * 16], study="t", variants=["default"])
     assert "\n" not in str(err.value)
+
+
+def test_train_groups_cover_every_shard_once_and_rebuild_each_hash():
+    import json
+
+    import yaml
+
+    from deepsea_scaling.config import TrainConfig, config_hash
+    from deepsea_scaling.study import load_study, train_groups
+
+    config = yaml.safe_load((REPO / "config.yaml").read_text())
+    study = load_study(config, "sweep")
+    groups = train_groups(study)
+    paths = [p for g in groups for p in g.tables()]
+    assert sorted(paths) == sorted(study.shard_paths())  # every shard, exactly once
+    assert len(groups) < len(paths)
+    for group in groups[:20]:
+        for entry, (cell, start, stop) in zip(json.loads(group.batch_json()), group.shards):
+            assert config_hash(TrainConfig.from_dict(entry["config"])) == cell.hash
+            assert entry["seeds"] == [start, stop]

@@ -500,8 +500,13 @@ class TrainGroup:
         """The `--batch` argument of `python -m deepsea_scaling.train` for this group."""
         import json
 
+        defaults = TrainConfig().to_dict()
+
+        def options(cell: Cell) -> dict:  # the grid values, and what differs from the defaults
+            return {k: v for k, v in cell.config.to_dict().items() if k in _CELL_FIELDS or v != defaults[k]}
+
         entries = [
-            {"config": cell.config.to_dict(), "seeds": [start, stop], "out": path}
+            {"config": options(cell), "seeds": [start, stop], "out": path}
             for (cell, start, stop), path in zip(self.shards, self.tables())
         ]
         return json.dumps(entries, separators=(",", ":"))

@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import signal
 import subprocess
 import time
 from datetime import datetime
@@ -216,6 +217,34 @@ def cancel_run(run_uuid: str) -> None:
     """Cancel every job of one snakemake run (they share the job name)."""
     if run_uuid and shutil.which("scancel"):
         _run(["scancel", "--name", run_uuid])
+
+
+def run_snakemake_on_slurm(cmd: list[str], cwd: Path, logfile: Path, timeout: float,
+                           env: dict[str, str] | None = None) -> tuple[int | None, str]:
+    """Run a snakemake command that submits to SLURM, under a hard timeout.
+
+    SLURM_* variables of the caller are dropped. Returns (exit code, its output);
+    the code is None after a timeout, when the run was interrupted (SIGINT lets
+    snakemake scancel its jobs, SIGKILL follows) and its jobs cancelled.
+    """
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}, **(env or {})}
+    with open(logfile, "w") as fh:
+        proc = subprocess.Popen(cmd, cwd=cwd, stdout=fh, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, env=env, start_new_session=True)
+        try:
+            rc = proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGINT)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+            rc = None
+    log = logfile.read_text(errors="replace")
+    if rc is None:
+        cancel_run(snakemake_run_uuid(log) or "")
+    return rc, log
 
 
 def wait_until(predicate, timeout: float = 30.0, interval: float = 0.5) -> bool:

@@ -13,9 +13,6 @@ missing cluster is a failure. One snakemake run serves all tests (~1 min).
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
 import sys
 import textwrap
 import time
@@ -126,27 +123,8 @@ def toy_run(cluster, tmp_path_factory) -> ToyRun:
         "--latency-wait", "5",
         "--directory", str(workdir),
     ]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
     t0 = time.time()
-    with open(logfile, "w") as fh:
-        proc = subprocess.Popen(
-            cmd, cwd=workdir, stdout=fh, stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL, env=env, start_new_session=True,
-        )
-        try:
-            rc = proc.wait(timeout=RUN_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            # SIGINT lets snakemake scancel its jobs; then make sure.
-            os.killpg(proc.pid, signal.SIGINT)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-            rc = None
-    log = logfile.read_text(errors="replace")
-    if rc is None:
-        sc.cancel_run(sc.snakemake_run_uuid(log) or "")
+    rc, log = sc.run_snakemake_on_slurm(cmd, workdir, logfile, RUN_TIMEOUT_S)
     return ToyRun(workdir, rc, log, t0, time.time() - t0)
 
 

@@ -23,8 +23,6 @@ from __future__ import annotations
 
 import os
 import re
-import signal
-import subprocess
 import sys
 import textwrap
 import time
@@ -115,25 +113,10 @@ def run_study(workdir: Path, config: Path, env: dict) -> Run:
         "--set-resources", "train_shard:gpu=0",
         "--configfile", str(config),
     ]
-    env = {**{k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}, **env}
     logfile = workdir / f"snakemake-{time.time_ns()}.out"
     t0 = time.time()
-    with open(logfile, "w") as fh:
-        proc = subprocess.Popen(cmd, cwd=workdir, stdout=fh, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, env=env, start_new_session=True)
-        try:
-            rc = proc.wait(timeout=RUN_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGINT)  # snakemake scancels its jobs
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-            rc = None
-    log = logfile.read_text(errors="replace")
+    rc, log = sc.run_snakemake_on_slurm(cmd, workdir, logfile, RUN_TIMEOUT_S, env)
     if rc is None:
-        sc.cancel_run(sc.snakemake_run_uuid(log) or "")
         pytest.fail(f"snakemake did not finish within {RUN_TIMEOUT_S} s:\n{log[-4000:]}")
     return Run(rc, log, t0)
 

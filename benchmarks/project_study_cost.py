@@ -61,13 +61,11 @@ def sample_cells(cells, samples: int):
 def time_cell(config: TrainConfig, seeds: int, learn_steps: int) -> dict:
     """Compile seconds and steady-state seconds per learning vector step of one cell.
 
-    The run is cut in two logging segments; the second, all learning steps, is
-    timed after the first has run (so nothing is compiled or warmed up in it).
+    The engine's own `train_seeds` runs the cell cut in two logging segments;
+    the second, all learning steps, is timed (nothing is compiled or warmed up
+    in it). Runs are split over the CPU devices as in a training job.
     """
-    import jax
-    import jax.numpy as jnp
-
-    from deepsea_scaling.engine import compile_options, default_hyper, make_train, seed_keys
+    from deepsea_scaling.engine import train_seeds
 
     warm = 2  # learning starts after two vector steps of acting
     steps = warm + 2 * learn_steps
@@ -76,21 +74,9 @@ def time_cell(config: TrainConfig, seeds: int, learn_steps: int) -> dict:
         "learning_starts": warm * config.num_envs, "num_log_points": 2,
         "num_probe_states": min(config.num_probe_states, warm * config.num_envs),
     })
-    trainer = make_train(probe)
-    hyper = default_hyper(probe)
-    keys = seed_keys(probe, range(seeds))
-    t0 = time.perf_counter()
-    init = jax.jit(jax.vmap(trainer.init, in_axes=(0, None)))
-    state = init(keys, hyper)
-    segment = jax.jit(jax.vmap(trainer.run_segment, in_axes=(0, None, None)), donate_argnums=0)
-    segment = segment.lower(state, jnp.int32(0), hyper).compile(compile_options(hot_loop=True))
-    state = segment(state, jnp.int32(0), hyper)
-    jax.block_until_ready(state)
-    compile_s = time.perf_counter() - t0
-    t1, t2 = trainer.segment_bounds(jnp.int32(1))
-    t0 = time.perf_counter()
-    jax.block_until_ready(segment(state, jnp.int32(1), hyper))
-    return {"compile_s": compile_s, "step_s": (time.perf_counter() - t0) / int(t2 - t1)}
+    result = train_seeds(probe, range(seeds))
+    learning_steps = probe.num_vector_steps - probe.num_vector_steps // 2
+    return {"compile_s": result.compile_seconds, "step_s": result.segment_seconds[1] / learning_steps}
 
 
 def features(seeds: int, members: int, n: int) -> np.ndarray:
@@ -103,8 +89,13 @@ def main() -> None:
     parser.add_argument("--config", default=str(ROOT / "config.yaml"))
     parser.add_argument("--samples", type=int, default=7, help="cells to time (>= 4)")
     parser.add_argument("--learn-steps", type=int, default=200, help="learning steps timed per sample")
+    parser.add_argument("--cpu-devices", type=int, default=1,
+                        help="on a CPU: split each job's runs over this many devices, one core each (train_threads)")
     args = parser.parse_args()
 
+    from deepsea_scaling.train import use_cpu_devices
+
+    use_cpu_devices(args.cpu_devices)
     import jax
 
     with open(args.config) as f:
@@ -113,7 +104,8 @@ def main() -> None:
     cells = study.cells()
     seeds = min(study.shard_size, study.seeds_per_cell)
     print(f"study {study.name}: {len(cells)} cells, {study.seeds_per_cell} seeds per cell in shards of {seeds}, "
-          f"{study.num_episodes:,} episodes per run; device: {jax.default_backend()} {jax.devices()[0].device_kind}")
+          f"{study.num_episodes:,} episodes per run; device: {jax.default_backend()} {jax.devices()[0].device_kind} "
+          f"x {len(jax.devices())}")
 
     rows, X, y = [], [], []
     for cell in sample_cells(cells, max(4, args.samples)):
@@ -155,6 +147,9 @@ def main() -> None:
     print(f"  compile ({len(programs)} programs x {compile_s:.1f} s)   {compile_h:9.2f} h")
     print(f"  TOTAL                              {train_h + compile_h:9.2f} h  "
           f"(analysis and figures: minutes, not counted)")
+    if jax.default_backend() == "cpu":
+        print(f"  = {(train_h + compile_h) * len(jax.devices()):,.0f} CPU-core-hours "
+              f"({len(jax.devices())} core(s) per job, one per CPU device)")
 
 
 if __name__ == "__main__":

@@ -70,7 +70,9 @@ def test_train_shard_resources_and_command(workflow_dir):
     assert f"gpu={gpus}" in result.output and "runtime=" in result.output and "mem_mb=" in result.output
     assert "XLA_PYTHON_CLIENT_PREALLOCATE=${XLA_PYTHON_CLIENT_PREALLOCATE:-false}" in result.output
     assert "python -m deepsea_scaling.train --kind" in result.output
-    assert "--seeds 0:2 --out results/tiny/runs/" in result.output
+    assert "--seeds 0:2 --cpu-devices 1 --out results/tiny/runs/" in result.output
+    two = run_snakemake(workflow_dir, "-n", "-p", "--cores", "2", "--config", "study=tiny", "train_threads=2")
+    assert "--cpu-devices 2 --out" in two.output and "--cpu-devices 1" not in two.output
 
 
 def _fake_outputs(wf, study="tiny"):
@@ -154,6 +156,9 @@ BAD_CONFIGS = {
           tiny:
             shard_size: 0
         """, "studies.tiny.shard_size"),
+    "zero_threads": ("""
+        train_threads: 0
+        """, "train_threads"),
     "unknown_hyperparameter": ("""
         studies:
           tiny:

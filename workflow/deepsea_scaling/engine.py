@@ -384,6 +384,7 @@ class ShardResult:
     compile_seconds: float
     run_seconds: float
     devices: list[str]
+    segment_seconds: list[float]  # wall seconds of each logging segment (all runs of the batch together)
 
 
 def compile_options(hot_loop: bool) -> dict | None:
@@ -398,12 +399,17 @@ def compile_options(hot_loop: bool) -> dict | None:
     return {"xla_backend_optimization_level": 2 if hot_loop else 0}
 
 
-def _seed_sharding(num_seeds: int):
-    """Shard the seed axis over all devices when there are several (and it divides)."""
+def _seed_sharding(num_runs: int):
+    """Split the run axis over the most devices that divide it evenly (None: one device).
+
+    On a CPU, `--cpu-devices N` (XLA's host device count) gives N devices that
+    each run their share of the runs on a core of their own.
+    """
     devices = jax.devices()
-    if len(devices) < 2 or num_seeds % len(devices):
+    count = max(d for d in range(1, len(devices) + 1) if num_runs % d == 0)
+    if count < 2:
         return None
-    mesh = jax.sharding.Mesh(np.array(devices), ("seeds",))
+    mesh = jax.sharding.Mesh(np.array(devices[:count]), ("seeds",))
     return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("seeds"))
 
 
@@ -449,24 +455,36 @@ def train_batch(
 
     t_start = time.perf_counter()
     batched_init = jax.vmap(trainer.init, in_axes=(0, hyper_axes))
-    init = jax.jit(batched_init).lower(keys, hyper).compile(compile_options(hot_loop=False))
+    batched_segment = jax.vmap(trainer.run_segment, in_axes=(0, None, hyper_axes))
     state_shape = jax.eval_shape(batched_init, keys, hyper)
-    run_segment = (
-        jax.jit(jax.vmap(trainer.run_segment, in_axes=(0, None, hyper_axes)), donate_argnums=0)
-        .lower(state_shape, jnp.int32(0), hyper)
-        .compile(compile_options(hot_loop=True))
-    )
-    summary = jax.jit(jax.vmap(trainer.summary)).lower(state_shape).compile(compile_options(hot_loop=False))
+    if sharding is None:
+        init = jax.jit(batched_init)
+        segment = jax.jit(batched_segment, donate_argnums=0)
+    else:  # every state leaf starts with the run axis: keep it split over the devices throughout
+        replicated = jax.sharding.NamedSharding(sharding.mesh, jax.sharding.PartitionSpec())
+        hyper_shardings = jax.tree.map(lambda axis: replicated if axis is None else sharding, hyper_axes,
+                                       is_leaf=lambda x: x is None)
+        init = jax.jit(batched_init, in_shardings=(sharding, hyper_shardings), out_shardings=sharding)
+        segment = jax.jit(batched_segment, donate_argnums=0, in_shardings=(sharding, replicated, hyper_shardings),
+                          out_shardings=sharding)
+        hyper = jax.device_put(hyper, hyper_shardings)
+    init = init.lower(keys, hyper).compile(compile_options(hot_loop=False))
+    run_segment = segment.lower(state_shape, jnp.int32(0), hyper).compile(compile_options(hot_loop=True))
+    summary = jax.jit(jax.vmap(trainer.summary), **({} if sharding is None else {"in_shardings": (sharding,)}))
+    summary = summary.lower(state_shape).compile(compile_options(hot_loop=False))
     compile_seconds = time.perf_counter() - t_start
 
     t_run = time.perf_counter()
     state = init(keys, hyper)
     points = trainer.config.num_log_points
     report_every = max(1, points // 10)
+    segment_seconds = []
     for point in range(points):
+        t_segment = time.perf_counter()
         state = run_segment(state, jnp.int32(point), hyper)
+        jax.block_until_ready(state.tracker.episodes)  # each segment timed (a sync per log point: negligible)
+        segment_seconds.append(time.perf_counter() - t_segment)
         if progress is not None and ((point + 1) % report_every == 0 or point + 1 == points):
-            jax.block_until_ready(state.tracker.episodes)
             elapsed = time.perf_counter() - t_run
             done = ((point + 1) * trainer.num_steps) // points
             left = elapsed / max(done, 1) * (trainer.num_steps - done)
@@ -476,11 +494,12 @@ def train_batch(
             )
     metrics = jax.tree.map(np.asarray, summary(state))
     run_seconds = time.perf_counter() - t_run
-    devices = [str(d) for d in jax.devices()]
+    used = jax.devices()[:1] if sharding is None else list(sharding.mesh.devices.flat)
+    devices = [str(d) for d in used]
     results, offset = [], 0
     for seeds in seed_lists:
         part = {name: values[offset:offset + len(seeds)] for name, values in metrics.items()}
-        results.append(ShardResult(part, compile_seconds, run_seconds, devices))
+        results.append(ShardResult(part, compile_seconds, run_seconds, devices, segment_seconds))
         offset += len(seeds)
     return results
 

@@ -41,6 +41,7 @@ wildcard_constraints:
 # profile's `gpu` limit must not serialise them (they run `--cores` at a time).
 # On SLURM, profiles/slurm sets train_shard's gpu explicitly.
 TRAIN_GPUS = 1 if shutil.which("nvidia-smi") else 0
+TRAIN_THREADS = config.get("train_threads", 1)
 
 # Figures of every study; the sweep figures only where the study sweeps.
 FIGURES = ["frontier_and_heatmaps", "residuals", "collapse", "probability_vs_n"]

@@ -1,7 +1,8 @@
 # One job per study x kind x variant x K x n x seed shard: the training command
-# line on a shard of seeds, vmapped together on one device. No file inputs, so
-# shards copied from another checkout are up to date; the config hash in the
-# path makes a changed hyperparameter a new path instead of a stale file.
+# line on a shard of seeds, vmapped together (on a CPU split over `train_threads`
+# devices, one core each). No file inputs, so shards copied from another
+# checkout are up to date; the config hash in the path makes a changed
+# hyperparameter a new path instead of a stale file.
 rule train_shard:
     output:
         table="results/{study}/runs/{kind}/{variant}/K{K}/n{n}/{hash}/seeds_{start}-{stop}.parquet",
@@ -12,7 +13,7 @@ rule train_shard:
         study=CELL_GROUPED_STUDIES,
     conda:
         "../../envs/deepsea.yaml"
-    threads: 1
+    threads: TRAIN_THREADS
     resources:
         gpu=TRAIN_GPUS,
         runtime=train_runtime_minutes,
@@ -21,7 +22,7 @@ rule train_shard:
         args=train_args,
     shell:
         f"{TRAIN_ENV} python -m deepsea_scaling.train {{params.args}}"
-        " --out {output.table} > {log} 2>&1"
+        " --cpu-devices {threads} --out {output.table} > {log} 2>&1"
 
 
 # Studies with `train_grouping: shape`: one job (and one compiled program) per
@@ -39,7 +40,7 @@ for group in TRAIN_GROUPS:
             f"logs/{group.study}/train_group/{group.name}.log",
         conda:
             "../../envs/deepsea.yaml"
-        threads: 1
+        threads: TRAIN_THREADS
         resources:
             gpu=TRAIN_GPUS,
             runtime=group_runtime_minutes(group),
@@ -48,4 +49,4 @@ for group in TRAIN_GROUPS:
             batch=group.batch_json(),
         shell:
             f"{TRAIN_ENV} python -m deepsea_scaling.train --batch {{params.batch:q}}"
-            " > {log} 2>&1"
+            " --cpu-devices {threads} > {log} 2>&1"

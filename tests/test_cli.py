@@ -74,15 +74,22 @@ def test_smoke_run_writes_table_and_sidecar_and_is_deterministic(tmp_path):
 
 
 def test_runs_split_over_cpu_devices_train_the_same(tmp_path):
-    """--cpu-devices 3 with 4 runs uses 2 devices (the largest divisor): same training, same rows
-    but for the Q-diversity curve, whose reductions XLA may order differently (last bit)."""
+    """A batch of 4 runs (boot and bootrp with another learning rate: batched hyperparameters)
+    with --cpu-devices 3 uses 2 devices (the largest divisor): same training, same rows but for
+    the Q-diversity curve, whose reductions XLA may order differently (last bit)."""
+    base = {"ensemble_size": 2, "hardness": 4, "num_episodes": 240, "rb_size": 400, "learning_starts": 200,
+            "num_probe_states": 16, "num_log_points": 10}
     tables = {}
     for devices in (1, 3):
-        out = tmp_path / f"d{devices}.parquet"
-        res = cli(*SMALL, "--seeds", "0:4", "--cpu-devices", str(devices), "--out", str(out))
+        entries = [
+            {"config": {**base, "kind": "boot"}, "seeds": [0, 2], "out": str(tmp_path / f"d{devices}" / "boot.parquet")},
+            {"config": {**base, "kind": "bootrp", "learning_rate": 1e-3}, "seeds": [2, 4],
+             "out": str(tmp_path / f"d{devices}" / "rp.parquet")},
+        ]
+        res = cli("--batch", json.dumps(entries), "--cpu-devices", str(devices))
         assert res.returncode == 0, res.stderr
-        tables[devices] = pd.read_parquet(out)
-        meta = json.loads(out.with_suffix(".json").read_text())
+        tables[devices] = pd.concat([pd.read_parquet(e["out"]) for e in entries], ignore_index=True)
+        meta = json.loads((tmp_path / f"d{devices}" / "rp.json").read_text())
         assert meta["devices"] == (["cpu:0"] if devices == 1 else ["cpu:0", "cpu:1"]), meta["devices"]
     one, split = tables[1], tables[3]
     pd.testing.assert_frame_equal(one.drop(columns="diversity"), split.drop(columns="diversity"))

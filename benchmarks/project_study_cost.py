@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "workflow"))
 
 from deepsea_scaling import study as study_lib  # noqa: E402
-from deepsea_scaling.config import TrainConfig  # noqa: E402
+from deepsea_scaling.config import TrainConfig, program_signature  # noqa: E402
 
 
 def sample_cells(cells, samples: int):
@@ -138,7 +138,7 @@ def main() -> None:
             s = stop - start
             per_group.setdefault(f"{cell.kind}/{cell.variant}", 0.0)
             per_group[f"{cell.kind}/{cell.variant}"] += cfg.num_vector_steps * float(features(s, cfg.members, cell.hardness) @ coef)
-            programs.add((cfg.members, cell.hardness, s, cfg.rb_size, cfg.kind == "eps"))
+            programs.add((program_signature(cfg), s))  # boot and bootrp share programs
     train_h = sum(per_group.values()) / 3600
     compile_h = len(programs) * compile_s / 3600
     print(f"\nprojected device-hours for study '{study.name}' on this device ({jax.default_backend()}):")

@@ -450,28 +450,30 @@ def train_batch(
     hypers = [default_hyper(c) for c, s in zip(configs, seed_lists) for _ in s]
     hyper, hyper_axes = _stack_hyper(hypers)
     sharding = _seed_sharding(len(keys))
-    if sharding is not None:
-        keys = jax.device_put(keys, sharding)
-
-    t_start = time.perf_counter()
-    batched_init = jax.vmap(trainer.init, in_axes=(0, hyper_axes))
-    batched_segment = jax.vmap(trainer.run_segment, in_axes=(0, None, hyper_axes))
-    state_shape = jax.eval_shape(batched_init, keys, hyper)
-    if sharding is None:
-        init = jax.jit(batched_init)
-        segment = jax.jit(batched_segment, donate_argnums=0)
-    else:  # every state leaf starts with the run axis: keep it split over the devices throughout
+    init_shardings = segment_shardings = summary_shardings = {}
+    if sharding is not None:  # every state leaf starts with the run axis: keep it split over the devices throughout
         replicated = jax.sharding.NamedSharding(sharding.mesh, jax.sharding.PartitionSpec())
         hyper_shardings = jax.tree.map(lambda axis: replicated if axis is None else sharding, hyper_axes,
                                        is_leaf=lambda x: x is None)
-        init = jax.jit(batched_init, in_shardings=(sharding, hyper_shardings), out_shardings=sharding)
-        segment = jax.jit(batched_segment, donate_argnums=0, in_shardings=(sharding, replicated, hyper_shardings),
-                          out_shardings=sharding)
-        hyper = jax.device_put(hyper, hyper_shardings)
-    init = init.lower(keys, hyper).compile(compile_options(hot_loop=False))
-    run_segment = segment.lower(state_shape, jnp.int32(0), hyper).compile(compile_options(hot_loop=True))
-    summary = jax.jit(jax.vmap(trainer.summary), **({} if sharding is None else {"in_shardings": (sharding,)}))
-    summary = summary.lower(state_shape).compile(compile_options(hot_loop=False))
+        hyper = jax.device_put(hyper, hyper_shardings)  # once, not at every segment call
+        init_shardings = {"in_shardings": (sharding, hyper_shardings), "out_shardings": sharding}
+        segment_shardings = {"in_shardings": (sharding, replicated, hyper_shardings), "out_shardings": sharding}
+        summary_shardings = {"in_shardings": (sharding,)}
+
+    t_start = time.perf_counter()
+    batched_init = jax.vmap(trainer.init, in_axes=(0, hyper_axes))
+    state_shape = jax.eval_shape(batched_init, keys, hyper)
+    init = jax.jit(batched_init, **init_shardings).lower(keys, hyper).compile(compile_options(hot_loop=False))
+    run_segment = (
+        jax.jit(jax.vmap(trainer.run_segment, in_axes=(0, None, hyper_axes)), donate_argnums=0, **segment_shardings)
+        .lower(state_shape, jnp.int32(0), hyper)
+        .compile(compile_options(hot_loop=True))
+    )
+    summary = (
+        jax.jit(jax.vmap(trainer.summary), **summary_shardings)
+        .lower(state_shape)
+        .compile(compile_options(hot_loop=False))
+    )
     compile_seconds = time.perf_counter() - t_start
 
     t_run = time.perf_counter()

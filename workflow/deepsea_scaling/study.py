@@ -402,32 +402,41 @@ def _cli_value(value: Any) -> str:
 
 
 # ------------------------------------------------------------------ resources
-def _work(cell: Cell, seeds: int) -> tuple[int, int]:
-    """(vector steps of one run, seed-member pairs trained together)."""
-    return cell.config.num_vector_steps, seeds * cell.config.members
+def _work(cell: Cell, seeds: int) -> tuple[int, int, int]:
+    """(vector steps of one run, seed-member pairs trained together, rows of each network's first layer).
+
+    On DeepSea the first layer has one row per cell (n^2): AdamW passes over all
+    of them every step, which dominates large n.
+    """
+    config = cell.config
+    rows = config.hardness ** 2 if config.is_deepsea else 0
+    return config.num_vector_steps, seeds * config.members, rows
 
 
 def estimate_runtime_minutes(cell: Cell, seeds: int, attempt: int = 1) -> int:
-    """A coarse, deliberately generous wall-time estimate for one shard, doubling per attempt.
+    """A deliberately generous wall-time estimate for one shard, doubling per attempt.
 
-    Cost model: compile and start-up (about 2 min), then per vector step a fixed
-    dispatch cost plus a part growing with the seeds x members trained together
-    (0.2 ms + 3 us each; measured orders of magnitude, not a fit), times 2 for safety.
+    Start-up and compiling (about 2 min), then per vector step the cost model
+    that `benchmarks/project_study_cost.py` fitted on one CPU core (2026-11-22,
+    benchmarks/README.md), rounded up: 0.2 ms + 20 us per seed-member pair + 40 ns
+    per pair and first-layer row; times 2 for safety. A GPU runs faster.
     """
-    steps, width = _work(cell, seeds)
-    minutes = 2 + 2 * steps * (0.2e-3 + 3e-6 * width) / 60
+    steps, width, rows = _work(cell, seeds)
+    minutes = 2 + 2 * steps * (0.2e-3 + 2e-5 * width + 4e-8 * width * rows) / 60
     return int(math.ceil(max(5, minutes))) * 2 ** (max(1, attempt) - 1)
 
 
 def estimate_mem_mb(cell: Cell, seeds: int, attempt: int = 1) -> int:
     """Host memory for one shard in MB, doubling per attempt.
 
-    JAX and the libraries take about 2 GB; each run's replay buffer, networks,
-    optimiser state and diversity curve add a little per seed-member pair.
+    JAX and the libraries take about 2 GB; each run's replay buffer and each
+    network's first layer (parameters, gradient, two AdamW moments and XLA's
+    working copies: 6 arrays of rows x width floats) add the rest.
     """
-    _, width = _work(cell, seeds)
+    _, width, rows = _work(cell, seeds)
     buffer_mb = seeds * cell.config.rb_size * 64 / 1e6
-    mb = 2048 + 2 * width + buffer_mb
+    first_layer_mb = 6 * width * max(rows, 1) * cell.config.hidden_sizes[0] * 4 / 1e6
+    mb = 2048 + 2 * width + buffer_mb + first_layer_mb
     return int(math.ceil(mb)) * 2 ** (max(1, attempt) - 1)
 
 

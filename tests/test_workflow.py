@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
-import textwrap
 
 import pytest
 
@@ -33,9 +33,10 @@ def test_dry_run_of_every_study(workflow_dir, study):
     result = run_snakemake(workflow_dir, "-n", "--config", f"study={study}")
     assert result.returncode == 0, result.output[-3000:]
     counts = result.job_counts()
-    train_jobs = counts.get("train_shard", 0) + sum(v for k, v in counts.items() if k.startswith("train_group_"))
+    train_jobs = counts.get("train_group", 0)
     assert train_jobs >= 1, counts
-    for rule in ["merge_runs", "convergence_table", "fit_psi", "compare_kinds",
+    assert not [rule for rule in counts if rule.startswith("train") and rule != "train_group"], counts
+    for rule in ["merge_runs", "convergence_table", "fit_psi", "compare_kinds", "residuals_table",
                  "plot_frontier_and_heatmaps", "plot_residuals", "plot_collapse", "plot_probability_vs_n"]:
         assert counts.get(rule, 0) >= 1, (rule, counts)
     if study == "sweep":
@@ -45,34 +46,79 @@ def test_dry_run_of_every_study(workflow_dir, study):
         # 936 cells ("about a thousand training jobs"); train_grouping: shape
         # trains boot and bootrp of each (K, n) shard in one job
         assert train_jobs == 13 * 36
-        # the issue's bound, kept generous: measured about 3 s on the CI machine
-        assert result.seconds < 30, f"paper study planned in {result.seconds:.1f} s"
+        assert result.seconds < 10, f"paper study planned in {result.seconds:.1f} s"
+
+
+def test_every_study_lists_the_same_short_set_of_rules(workflow_dir):
+    """One training rule whatever the study: no rule is generated per group."""
+    listed = {}
+    for study in STUDIES:
+        result = run_snakemake(workflow_dir, "--list-rules", "--config", f"study={study}")
+        assert result.returncode == 0, result.output[-3000:]
+        listed[study] = sorted(line.strip() for line in result.output.splitlines()
+                               if line.strip() and " " not in line.strip())
+    assert all(rules == listed["tiny"] for rules in listed.values()), listed
+    assert [rule for rule in listed["tiny"] if rule.startswith("train")] == ["train_group"]
+    assert len(listed["tiny"]) < 20
 
 
 def test_one_figure_plans_only_what_it_needs(workflow_dir):
     result = run_snakemake(workflow_dir, "-n", "plots/tiny/residuals.png")
     assert result.returncode == 0, result.output[-3000:]
     assert result.job_counts() == {
-        "train_shard": 20,  # 10 cells x 2 shards
+        "train_group": 20,  # 10 cells x 2 shards (tiny trains cell by cell)
         "merge_runs": 1,
         "convergence_table": 1,
         "fit_psi": 1,
+        "residuals_table": 1,
         "plot_residuals": 1,
-        "total": 24,
+        "total": 25,
     }
 
 
-def test_train_shard_resources_and_command(workflow_dir):
-    import shutil
+def _train_resources(output: str) -> list[str]:
+    """The `resources:` line of every train_group job of a dry run's output."""
+    found, inside = [], False
+    for line in output.splitlines():
+        stripped = line.strip()
+        if stripped.startswith(("rule ", "localrule ")):
+            inside = stripped.rstrip(":").split()[-1] == "train_group"
+        elif inside and stripped.startswith("resources:"):
+            found.append(stripped)
+    return found
 
+
+def test_train_group_resources_and_command(workflow_dir):
     result = run_snakemake(workflow_dir, "-n", "-p", "--config", "study=tiny")
-    gpus = 1 if shutil.which("nvidia-smi") else 0  # a GPU only where there is one
-    assert f"gpu={gpus}" in result.output and "runtime=" in result.output and "mem_mb=" in result.output
+    resources = _train_resources(result.output)
+    assert len(resources) == 20, result.output[-3000:]
+    # no GPU unless the config says so, whatever the planning machine has
+    assert all("gpu=0" in r and "runtime=" in r and "mem_mb=" in r for r in resources), resources
     assert "XLA_PYTHON_CLIENT_PREALLOCATE=${XLA_PYTHON_CLIENT_PREALLOCATE:-false}" in result.output
-    assert "python -m deepsea_scaling.train --kind" in result.output
-    assert "--seeds 0:2 --cpu-devices 1 --out results/tiny/runs/" in result.output
-    two = run_snakemake(workflow_dir, "-n", "-p", "--cores", "2", "--config", "study=tiny", "train_threads=2")
+    assert "python -m deepsea_scaling.train --batch" in result.output
+    assert "--cpu-devices 1 --out results/tiny/runs/K" in result.output
+    two = run_snakemake(workflow_dir, "-n", "-p", "--cores", "2", "--config", "study=tiny", "train_threads=2",
+                        "train_gpus=1")
     assert "--cpu-devices 2 --out" in two.output and "--cpu-devices 1" not in two.output
+    assert all("gpu=1" in r for r in _train_resources(two.output))
+
+
+def test_slurm_profile_asks_a_gpu_for_every_training_job_of_the_paper_study(workflow_dir, tmp_path):
+    """Planned on this GPU-less machine, with SLURM's tools hidden: the setting decides, not the host."""
+    bin_dir = tmp_path / "bin"  # no sinfo/sacct/scontrol/nvidia-smi on PATH
+    bin_dir.mkdir()
+    (bin_dir / "python").symlink_to(sys.executable)
+    env = {"PATH": f"{bin_dir}:/usr/bin:/bin"}
+    for tool in ("nvidia-smi", "sinfo", "scontrol", "sbatch"):
+        assert shutil.which(tool, path=env["PATH"]) is None or tool != "nvidia-smi", tool
+    result = run_snakemake(workflow_dir, "-n", "--profile", "profiles/slurm", "--config", "study=paper",
+                           env=env)
+    assert result.returncode == 0, result.output[-3000:]
+    resources = _train_resources(result.output)
+    assert len(resources) == result.job_counts()["train_group"] == 13 * 36
+    assert all(re.search(r"\bgpu=1\b", r) for r in resources), resources[:3]
+    plain = run_snakemake(workflow_dir, "-n", "--config", "study=paper", env=env)
+    assert all(re.search(r"\bgpu=0\b", r) for r in _train_resources(plain.output))
 
 
 def _fake_outputs(wf, study="tiny"):
@@ -95,8 +141,8 @@ def test_up_to_date_has_nothing_to_do(fresh_workflow, tmp_path):
     assert "Nothing to be done" in result.output, result.output[-3000:]
 
     # Results copied into another checkout (no .snakemake/ metadata) are up to date
-    # when timestamps are kept; without them, no training shard is ever rerun
-    # (train_shard has no file inputs).
+    # when timestamps are kept; without them, no training job is ever rerun
+    # (train_group has no file inputs).
     from conftest import copy_workflow
 
     for preserve, name in ((True, "kept"), (False, "fresh")):
@@ -108,7 +154,7 @@ def test_up_to_date_has_nothing_to_do(fresh_workflow, tmp_path):
         assert result.returncode == 0, result.output[-3000:]
         if preserve:
             assert "Nothing to be done" in result.output, result.output[-3000:]
-        assert "train_shard" not in result.job_counts(), result.output[-3000:]
+        assert "train_group" not in result.job_counts(), result.output[-3000:]
 
 
 def _copytree_new_times(src, dst):
@@ -116,55 +162,48 @@ def _copytree_new_times(src, dst):
 
 
 # --------------------------------------------------------------- bad config
+# Each case: a change to config.yaml's tiny study (a study in a --configfile
+# replaces the study of that name whole), or top-level keys.
+def _tiny(**changes):
+    return lambda spec: spec.update(changes)
+
+
+def _grid(kind, **grid):
+    return lambda spec: spec["kinds"].update({kind: grid})
+
+
 BAD_CONFIGS = {
-    "typo": ("""
-        studies:
-          tiny:
-            num_episode: 400
-        """, "studies.tiny.num_episode"),
-    "zero_k": ("""
-        studies:
-          tiny:
-            kinds:
-              boot: {ensemble_sizes: [0, 2], hardness: [4, 6]}
-        """, "studies.tiny.kinds.boot.ensemble_sizes[0]"),
-    "empty_grid": ("""
-        studies:
-          tiny:
-            kinds:
-              boot: {ensemble_sizes: [], hardness: [4, 6]}
-        """, "studies.tiny.kinds.boot.ensemble_sizes"),
-    "hardness_one": ("""
-        studies:
-          tiny:
-            kinds:
-              eps: {hardness: [1]}
-        """, "studies.tiny.kinds.eps.hardness[0]"),
-    "unknown_kind": ("""
-        studies:
-          tiny:
-            kinds:
-              epsilon: {hardness: [4]}
-        """, "studies.tiny.kinds.epsilon"),
-    "wrong_type": ("""
-        studies:
-          tiny:
-            seeds_per_cell: many
-        """, "studies.tiny.seeds_per_cell"),
-    "no_shards": ("""
-        studies:
-          tiny:
-            shard_size: 0
-        """, "studies.tiny.shard_size"),
-    "zero_threads": ("""
-        train_threads: 0
-        """, "train_threads"),
-    "unknown_hyperparameter": ("""
-        studies:
-          tiny:
-            hyperparameters: {learning_rat: 0.001}
-        """, "studies.tiny.hyperparameters.learning_rat"),
+    "typo": (_tiny(num_episode=400), "studies.tiny.num_episode"),
+    "zero_k": (_grid("boot", ensemble_sizes=[0, 2], hardness=[4, 6]), "studies.tiny.kinds.boot.ensemble_sizes[0]"),
+    "empty_grid": (_grid("boot", ensemble_sizes=[], hardness=[4, 6]), "studies.tiny.kinds.boot.ensemble_sizes"),
+    "hardness_one": (_grid("eps", hardness=[1]), "studies.tiny.kinds.eps.hardness[0]"),
+    "unknown_kind": (_grid("epsilon", hardness=[4]), "studies.tiny.kinds.epsilon"),
+    "wrong_type": (_tiny(seeds_per_cell="many"), "studies.tiny.seeds_per_cell"),
+    "no_shards": (_tiny(shard_size=0), "studies.tiny.shard_size"),
+    "orphan_shard": (_tiny(shard_size=3), "studies.tiny.shard_size"),
+    "zero_threads": ({"train_threads": 0}, "train_threads"),
+    "negative_gpus": ({"train_gpus": -1}, "train_gpus"),
+    "unknown_hyperparameter": (_tiny(hyperparameters={"learning_rat": 0.001}), "studies.tiny.hyperparameters.learning_rat"),
+    "threshold_above_one": (_tiny(hyperparameters={"rb_size": 1000, "learning_starts": 500, "discovery_threshold": 2.0}),
+                            "studies.tiny.hyperparameters.discovery_threshold"),
+    "region_min_above_max": (_tiny(critical_region={"hardness_min": 6, "hardness_max": 4, "ensemble_min": 2,
+                                                    "ensemble_max": 4}), "studies.tiny.critical_region.hardness_min"),
 }
+
+
+def _bad_config_file(path, case):
+    import yaml
+
+    from conftest import REPO
+
+    change, _ = BAD_CONFIGS[case]
+    if isinstance(change, dict):
+        path.write_text(yaml.safe_dump(change))
+        return path
+    spec = yaml.safe_load((REPO / "config.yaml").read_text())["studies"]["tiny"]
+    change(spec)
+    path.write_text(yaml.safe_dump({"studies": {"tiny": spec}}))
+    return path
 
 
 def _assert_fails_fast(result, key, wf):
@@ -177,9 +216,8 @@ def _assert_fails_fast(result, key, wf):
 
 @pytest.mark.parametrize("case", sorted(BAD_CONFIGS))
 def test_invalid_config_fails_fast_naming_the_key(workflow_dir, tmp_path, case):
-    text, key = BAD_CONFIGS[case]
-    bad = tmp_path / "bad.yaml"
-    bad.write_text(textwrap.dedent(text))
+    _, key = BAD_CONFIGS[case]
+    bad = _bad_config_file(tmp_path / "bad.yaml", case)
     result = run_snakemake(workflow_dir, "--cores", "1", "--configfile", str(bad), "--config", "study=tiny")
     _assert_fails_fast(result, key, workflow_dir)
 

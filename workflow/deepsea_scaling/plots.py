@@ -275,19 +275,16 @@ def frontier_figures_by_variant(cells: pd.DataFrame, fits: pd.DataFrame, **kwarg
 
 
 # ------------------------------------------------------------- RESIDUALS
-def plot_residuals(cells: pd.DataFrame, fits: pd.DataFrame, ax=None, *, caption: str | None = None):
+def plot_residuals(res: pd.DataFrame, ax=None, *, caption: str | None = None):
     """Mean ± sd of (predicted − observed) P per K, one series per kind.
 
-    cells, fits: as for `plot_frontier_and_heatmaps` (one study and variant).
+    res: `stats.residuals_by_k` of one study and variant (results/<study>/residuals.csv).
     Returns the axis.
     """
-    from .stats import residuals_by_k
-
     with plt.rc_context(STYLE):
         if ax is None:
             fig = plt.figure(figsize=(COLUMN_WIDTH, 2.4), layout="constrained")
             ax = fig.subplots()
-        res = residuals_by_k(cells, fits) if len(cells) and fits is not None and len(fits) else pd.DataFrame()
         if len(res) == 0:
             _note(ax, "no residuals: no cell has a fitted ψ")
         else:

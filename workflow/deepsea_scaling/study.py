@@ -1,35 +1,30 @@
-"""Expand a study of `config.yaml` into cells, seed shards and output paths.
+"""A study of `config.yaml`, validated and expanded into cells with their config hashes.
 
 Pure functions for the Snakefile (no snakemake import). A *study* names kinds,
 ensemble sizes K and hardness values n, seeds per cell, the shard size, the
 episode budget, hyperparameter overrides and an optional one-at-a-time sweep.
 A *cell* is one (kind, variant, K, n) with its full `TrainConfig` and that
-config's hash; a *shard* is a half-open range of seed indices of one cell,
-trained by one `python -m deepsea_scaling.train` call.
+config's hash; a *shard* is a half-open range of seed indices. Which cells'
+shards train together is `groups.py`'s job; what they cost, `cost.py`'s.
 
-Output paths carry the config hash, so a changed hyperparameter can never be
-mixed with old results, and shard boundaries are multiples of the shard size,
-so raising seeds per cell adds new shards and leaves the old ones valid.
+The hash covers every field of the configuration, so a changed hyperparameter
+can never be mixed with old results; shard boundaries are multiples of the
+shard size, so raising seeds per cell adds new shards and keeps the old ones.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
-import re
-import shlex
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
-from .config import KINDS, ConfigError, TrainConfig, config_hash, program_signature
+from .config import KINDS, ConfigError, TrainConfig, config_hash
 
 DEFAULT_VARIANT = "default"
-SHARD_PATTERN = (
-    "results/{study}/runs/{kind}/{variant}/K{K}/n{n}/{hash}/seeds_{start}-{stop}.parquet"
-)
 # Study keys whose values are not TrainConfig overrides but which select cells.
-_CELL_FIELDS = ("kind", "ensemble_size", "hardness", "num_episodes", "base_seed")
+CELL_FIELDS = ("kind", "ensemble_size", "hardness", "num_episodes", "base_seed")
 _TRAIN_FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
 
 
@@ -69,44 +64,16 @@ class Study:
         """Every cell of the study, kinds in config order, then variant, K, n."""
         return list(self._cells)
 
-    def shards(self, cell: Cell | None = None) -> list[tuple[int, int]]:
-        """Seed ranges [start, stop) of one cell: multiples of the shard size, the last one may be short."""
+    def shards(self) -> list[tuple[int, int]]:
+        """Seed ranges [start, stop) of every cell: consecutive multiples of the shard size."""
         return [
             (start, min(start + self.shard_size, self.seeds_per_cell))
             for start in range(0, self.seeds_per_cell, self.shard_size)
         ]
 
-    def shard_paths(self, cells: Iterable[Cell] | None = None) -> list[str]:
-        """Paths of every shard of `cells` (default: all cells of the study)."""
-        cells = self._cells if cells is None else cells
-        return [
-            shard_path(self.name, cell, start, stop)
-            for cell in cells
-            for start, stop in self.shards(cell)
-        ]
-
     @property
     def is_sweep(self) -> bool:
         return len(self.variants) > 1
-
-    def cell(self, kind: str, variant: str, ensemble_size: int, hardness: int, hash: str) -> Cell:
-        """The cell a shard path names; StudyError if the study has no such cell (e.g. a stale hash)."""
-        key = (kind, variant, int(ensemble_size), int(hardness))
-        found = self._index().get(key)
-        if found is None or found.hash != hash:
-            raise StudyError(
-                f"studies.{self.name}: no cell kind={kind} variant={variant} K={ensemble_size} "
-                f"n={hardness} with config hash {hash} (the config changed?); run `snakemake -n` "
-                "to see the study's current paths"
-            )
-        return found
-
-    def _index(self) -> dict:
-        index = self.__dict__.get("_index_cache")
-        if index is None:
-            index = {(c.kind, c.variant, c.ensemble_size, c.hardness): c for c in self._cells}
-            object.__setattr__(self, "_index_cache", index)
-        return index
 
     def caption(self) -> str:
         """A line for figure captions: budget, seeds and number of cells."""
@@ -114,12 +81,6 @@ class Study:
             f"study {self.name}: {self.num_episodes:,} episodes per run, "
             f"{self.seeds_per_cell} seeds per cell, {len(self._cells)} cells"
         )
-
-    def train_hashes(self) -> dict[str, str]:
-        """shard path -> expected config hash, for the merge."""
-        return {
-            shard_path(self.name, c, a, b): c.hash for c in self._cells for a, b in self.shards(c)
-        }
 
 
 # ------------------------------------------------------------------ loading
@@ -163,6 +124,27 @@ def _schema_message(error) -> str:
     return f"{where}: {error.message}"
 
 
+def replace_studies_whole(config: dict, configfiles: Sequence[Mapping | None],
+                          command_line: Mapping | None = None) -> dict:
+    """Let a study defined in a `--configfile` replace config.yaml's study of that name whole.
+
+    Snakemake merges config files key by key, so a user's `studies.default`
+    with only `boot` would silently keep config.yaml's `bootrp` and `eps`.
+    `command_line` (`--config` values) still wins over both. Edits `config` in
+    place and returns it.
+    """
+    studies = config.setdefault("studies", {})
+    for user in configfiles:
+        for name, spec in ((user or {}).get("studies") or {}).items():
+            studies[name] = copy.deepcopy(spec)
+    for key, value in (command_line or {}).items():
+        if key == "studies" and isinstance(value, Mapping):
+            studies.update(copy.deepcopy(dict(value)))
+        else:
+            config[key] = value
+    return config
+
+
 def load_study(config: Mapping[str, Any], name: str) -> Study:
     """Validate and expand `config["studies"][name]`; StudyError naming the key on bad input."""
     studies = config.get("studies") or {}
@@ -177,6 +159,12 @@ def load_study(config: Mapping[str, Any], name: str) -> Study:
 
     seeds = _positive_int(spec, "seeds_per_cell", where)
     shard_size = _positive_int(spec, "shard_size", where)
+    if seeds % shard_size:
+        divisors = [d for d in range(1, seeds + 1) if seeds % d == 0]
+        raise StudyError(
+            f"{where}.shard_size: {shard_size} does not divide seeds_per_cell={seeds} (a short last shard "
+            f"would be orphaned when seeds grow); choose one of {', '.join(map(str, divisors))}"
+        )
     episodes = _positive_int(spec, "num_episodes", where)
     base_seed = spec.get("base_seed", 0)
     if not _is_int(base_seed) or base_seed < 0:
@@ -294,7 +282,7 @@ def _coerce(name: str, value: Any, where: str) -> Any:
     """A config value as the TrainConfig field `name` holds it; StudyError if it cannot be one."""
     if name not in _TRAIN_FIELDS:
         raise StudyError(f"{where}: unknown hyperparameter; known: {', '.join(sorted(_TRAIN_FIELDS))}")
-    if name in _CELL_FIELDS:
+    if name in CELL_FIELDS:
         raise StudyError(f"{where}: set by the study's grid, not as a hyperparameter")
     default = getattr(TrainConfig(), name)
     if isinstance(default, bool):
@@ -365,181 +353,3 @@ def _train_config(values: dict, where: str, variant: str) -> TrainConfig:
         if key in ("ensemble_size", "hardness", "kind"):
             section = f"kinds.{config.kind}"
         raise StudyError(f"{where}.{section}.{key}: {err}") from None
-
-
-# ------------------------------------------------------------ paths, commands
-def shard_path(study: str, cell: Cell, start: int, stop: int) -> str:
-    """Where the shard [start, stop) of `cell` lives; the CLI writes a `.json` sidecar beside it."""
-    return SHARD_PATTERN.format(
-        study=study, kind=cell.kind, variant=cell.variant, K=cell.ensemble_size,
-        n=cell.hardness, hash=cell.hash, start=start, stop=stop,
-    )
-
-
-def train_command_args(cell: Cell, start: int, stop: int) -> str:
-    """Arguments of `python -m deepsea_scaling.train` (without --out) for one shard.
-
-    The cell's grid values always; every other field only where it differs from
-    TrainConfig's default, so the command stays short and reads as the study.
-    """
-    defaults = TrainConfig().to_dict()
-    values = cell.config.to_dict()
-    args = []
-    for name, value in values.items():
-        if name not in _CELL_FIELDS and value == defaults[name]:
-            continue
-        option = "--" + name.replace("_", "-")
-        if isinstance(value, bool):
-            args.append(option if value else "--no-" + name.replace("_", "-"))
-        else:
-            args.append(f"{option} {shlex.quote(_cli_value(value))}")
-    args.append(f"--seeds {start}:{stop}")
-    return " ".join(args)
-
-
-def _cli_value(value: Any) -> str:
-    return repr(value) if isinstance(value, float) else str(value)
-
-
-# ------------------------------------------------------------------ resources
-def _work(cell: Cell, seeds: int) -> tuple[int, int, int]:
-    """(vector steps of one run, seed-member pairs trained together, rows of each network's first layer).
-
-    On DeepSea the first layer has one row per cell (n^2): AdamW passes over all
-    of them every step, which dominates large n.
-    """
-    config = cell.config
-    rows = config.hardness ** 2 if config.is_deepsea else 0
-    return config.num_vector_steps, seeds * config.members, rows
-
-
-def estimate_runtime_minutes(cell: Cell, seeds: int, attempt: int = 1) -> int:
-    """A deliberately generous wall-time estimate for one shard, doubling per attempt.
-
-    Start-up and compiling (about 2 min), then per vector step the cost model
-    that `benchmarks/project_study_cost.py` fitted on one CPU core (2026-11-22,
-    benchmarks/README.md), rounded up: 0.2 ms + 20 us per seed-member pair + 40 ns
-    per pair and first-layer row; times 2 for safety. A GPU runs faster.
-    """
-    steps, width, rows = _work(cell, seeds)
-    minutes = 2 + 2 * steps * (0.2e-3 + 2e-5 * width + 4e-8 * width * rows) / 60
-    return int(math.ceil(max(5, minutes))) * 2 ** (max(1, attempt) - 1)
-
-
-def estimate_mem_mb(cell: Cell, seeds: int, attempt: int = 1) -> int:
-    """Host memory for one shard in MB, doubling per attempt.
-
-    JAX and the libraries take about 2 GB; each run's replay buffer and each
-    network's first layer (parameters, gradient, two AdamW moments and XLA's
-    working copies: 6 arrays of rows x width floats) add the rest.
-    """
-    _, width, rows = _work(cell, seeds)
-    buffer_mb = seeds * cell.config.rb_size * 64 / 1e6
-    first_layer_mb = 6 * width * max(rows, 1) * cell.config.hidden_sizes[0] * 4 / 1e6
-    mb = 2048 + 2 * width + buffer_mb + first_layer_mb
-    return int(math.ceil(mb)) * 2 ** (max(1, attempt) - 1)
-
-
-# ---------------------------------------------------------------- merging
-_SEEDS_IN_PATH = re.compile(r"seeds_(?P<start>\d+)-(?P<stop>\d+)\.parquet$")
-
-
-def merge_shards(paths: Sequence[str | Path], expected_hashes: Sequence[str], study: str,
-                 variants: Sequence[str]) -> "pd.DataFrame":
-    """Concatenate shard tables into one run table with `study` and `variant` columns.
-
-    Each shard's `config_hash` column must equal the hash its path was planned
-    with, and a shard named `seeds_A-B` must hold the seeds A..B-1; a missing,
-    truncated, unreadable or mismatched shard raises `io.ShardError`, one line
-    naming the file and how to rebuild it.
-    """
-    import pandas as pd
-
-    from .io import ShardError, read_shard
-
-    if not (len(paths) == len(expected_hashes) == len(variants)):
-        raise ValueError("paths, expected_hashes and variants must have the same length")
-    frames = []
-    for path, expected, variant in zip(paths, expected_hashes, variants):
-        rebuild = f"rebuild it: rerun your snakemake command with `--forcerun {path}` added (or delete the file and rerun)"
-        frame = read_shard(path, rebuild_hint=rebuild)
-        if "config_hash" not in frame.columns or len(frame) == 0:
-            raise ShardError(f"{path}: no rows or no config_hash column; {rebuild}")
-        found = sorted(set(frame["config_hash"].astype(str)))
-        if found != [expected]:
-            raise ShardError(
-                f"{path}: config_hash {', '.join(found)} does not match the study's {expected}; {rebuild}"
-            )
-        seeds = _SEEDS_IN_PATH.search(str(path))
-        if seeds and "seed" in frame.columns:
-            wanted = set(range(int(seeds["start"]), int(seeds["stop"])))
-            if set(frame["seed"].astype(int)) != wanted or len(frame) != len(wanted):
-                raise ShardError(
-                    f"{path}: holds seeds {sorted(set(frame['seed']))}, expected {seeds['start']}..{int(seeds['stop']) - 1}; {rebuild}"
-                )
-        frame.insert(0, "variant", variant)
-        frame.insert(0, "study", study)
-        frames.append(frame)
-    if not frames:
-        raise ShardError(f"study {study}: no shards to merge")
-    return pd.concat(frames, ignore_index=True)
-
-
-# ------------------------------------------------------------ train groups
-@dataclass(frozen=True)
-class TrainGroup:
-    """Shards that one training job trains in one compiled program (train_grouping: shape).
-
-    The same seed range of every cell of a study that shares a program
-    signature: boot with bootrp, and the sweep values of traced
-    hyperparameters. Each shard keeps its own path, hash and rows.
-    """
-
-    study: str
-    name: str  # a valid rule-name suffix
-    shards: tuple[tuple[Cell, int, int], ...]  # (cell, start, stop)
-
-    def tables(self) -> list[str]:
-        return [shard_path(self.study, cell, start, stop) for cell, start, stop in self.shards]
-
-    def sidecars(self) -> list[str]:
-        return [str(Path(p).with_suffix(".json")) for p in self.tables()]
-
-    def batch_json(self) -> str:
-        """The `--batch` argument of `python -m deepsea_scaling.train` for this group."""
-        import json
-
-        defaults = TrainConfig().to_dict()
-
-        def options(cell: Cell) -> dict:  # the grid values, and what differs from the defaults
-            return {k: v for k, v in cell.config.to_dict().items() if k in _CELL_FIELDS or v != defaults[k]}
-
-        entries = [
-            {"config": options(cell), "seeds": [start, stop], "out": path}
-            for (cell, start, stop), path in zip(self.shards, self.tables())
-        ]
-        return json.dumps(entries, separators=(",", ":"))
-
-    @property
-    def seeds(self) -> int:
-        return sum(stop - start for _, start, stop in self.shards)
-
-
-def train_groups(study: Study) -> list[TrainGroup]:
-    """The study's training jobs when `train_grouping: shape`; none for `cell`."""
-    if study.train_grouping != "shape":
-        return []
-    import hashlib
-
-    groups: dict[tuple, list] = {}
-    for cell in study.cells():
-        for start, stop in study.shards(cell):
-            key = (program_signature(cell.config), start, stop)
-            groups.setdefault(key, []).append((cell, start, stop))
-    result = []
-    for (signature, start, stop), shards in groups.items():
-        first = shards[0][0]
-        digest = hashlib.sha256(repr(signature).encode()).hexdigest()[:8]
-        name = f"{study.name}_K{first.config.members}_n{first.hardness}_s{start}_{stop}_{digest}"
-        result.append(TrainGroup(study.name, re.sub(r"\W", "_", name), tuple(shards)))
-    return result

@@ -1,9 +1,10 @@
-# Shards -> one run table -> one row per cell -> one psi per kind and variant.
+# Group tables -> one run table -> one row per cell -> one psi per kind and
+# variant, and the residuals of the fitted law per K.
 
 
 rule merge_runs:
     input:
-        shards=shards_of_study,
+        tables=group_tables_of_study,
     output:
         runs="results/{study}/runs.parquet",
     log:
@@ -12,8 +13,7 @@ rule merge_runs:
         "../../envs/deepsea.yaml"
     params:
         study="{study}",
-        expected_hashes=expected_hashes_of_study,
-        variants=variants_of_study_shards,
+        expected=expected_rows_of_study,
     script:
         "../scripts/merge_runs.py"
 
@@ -70,3 +70,22 @@ rule compare_kinds:
         "../../envs/deepsea.yaml"
     script:
         "../scripts/compare_kinds.py"
+
+
+rule residuals_table:
+    input:
+        cells="results/{study}/convergence.csv",
+        fits="results/{study}/psi_fit.csv",
+    output:
+        residuals=report(
+            "results/{study}/residuals.csv",
+            caption="../report/residuals_table.rst",
+            category="Tables",
+            subcategory="{study}",
+        ),
+    log:
+        "logs/{study}/residuals_table.log",
+    conda:
+        "../../envs/deepsea.yaml"
+    script:
+        "../scripts/residuals_table.py"

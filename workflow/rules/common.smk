@@ -1,5 +1,5 @@
+import copy
 import shlex
-import shutil
 import sys
 from pathlib import Path
 
@@ -13,40 +13,49 @@ PACKAGE_DIR = str(Path(workflow.basedir) / "workflow")
 if PACKAGE_DIR not in sys.path:
     sys.path.insert(0, PACKAGE_DIR)
 
+from deepsea_scaling import groups as groups_lib
 from deepsea_scaling import study as study_lib
 
 # ------------------------------------------------------------ config checks
-# Schema (types, ranges, unknown keys), then semantics (TrainConfig fields,
-# valid configs, the chosen study defined): one line naming the key, before
-# any job is planned.
+# A study defined in a --configfile replaces config.yaml's study of that name
+# whole (Snakemake merges config files key by key, which would silently add
+# config.yaml's kinds to the user's study). Then the schema (types, ranges,
+# unknown keys) and the semantics (TrainConfig fields and bounds, the chosen
+# study defined): one line naming the key, before any job is planned.
+study_lib.replace_studies_whole(
+    config,
+    [yaml.safe_load(Path(p).read_text()) for p in workflow.config_settings.configfiles],
+    dict(workflow.config_settings.config),
+)
 with open(Path(workflow.basedir) / "workflow" / "schemas" / "config.schema.yaml") as f:
     CONFIG_SCHEMA = yaml.safe_load(f)
 study_lib.validate_config(config, CONFIG_SCHEMA)
 STUDIES = study_lib.load_all_studies(config)
 STUDY = STUDIES[config["study"]]
 
+# Every study's training jobs, by study and group name (a few ms per study).
+GROUPS = {
+    name: groups_lib.groups_by_name(groups_lib.train_groups(study))
+    for name, study in STUDIES.items()
+}
+
 
 wildcard_constraints:
     study=r"[A-Za-z0-9_-]+",
-    kind=r"boot|bootrp|eps",
+    group=groups_lib.GROUP_NAME_REGEX,
     variant=r"[A-Za-z0-9_.=+-]+",
-    K=r"\d+",
-    n=r"\d+",
-    hash=r"[0-9a-f]{16}",
-    start=r"\d+",
-    stop=r"\d+",
 
 
-# Training jobs ask for a GPU only where there is one: on a CPU-only machine the
-# profile's `gpu` limit must not serialise them (they run `--cores` at a time).
-# On SLURM, profiles/slurm sets train_shard's gpu explicitly.
-TRAIN_GPUS = 1 if shutil.which("nvidia-smi") else 0
+# Resources of the training rule are settings, never read off the machine that
+# plans the workflow (a cluster's login node has no GPU): `train_gpus` (0 by
+# default; profiles/slurm sets the rule's gpu to 1) and `train_threads`.
+TRAIN_GPUS = config.get("train_gpus", 0)
 TRAIN_THREADS = config.get("train_threads", 1)
 
 # Figures of every study; the sweep figures only where the study sweeps.
 FIGURES = ["frontier_and_heatmaps", "residuals", "collapse", "probability_vs_n"]
 SWEEP_FIGURES = ["hyperparameter_sweep"]
-TABLES = ["convergence.csv", "psi_fit.csv", "kind_comparison.csv"]
+TABLES = ["convergence.csv", "psi_fit.csv", "kind_comparison.csv", "residuals.csv"]
 
 # Environment of every training job: JAX allocates GPU memory as it needs it
 # instead of preallocating 75% of the card, so several jobs can share one GPU
@@ -71,17 +80,6 @@ def study_of(wildcards):
         ) from None
 
 
-def cell_of(wildcards):
-    """The Cell a shard path names; an error if the path's hash is not the study's."""
-    return study_of(wildcards).cell(
-        wildcards.kind, wildcards.variant, wildcards.K, wildcards.n, wildcards.hash
-    )
-
-
-def seeds_of(wildcards):
-    return int(wildcards.stop) - int(wildcards.start)
-
-
 def get_final_output():
     """Tables and figures of the active study (the target of `rule all`)."""
     return study_outputs(STUDY)
@@ -99,70 +97,43 @@ def study_outputs(study):
     return outputs
 
 
-# ------------------------------------------------------ train_shard inputs
-def train_args(wildcards):
-    """Options of `python -m deepsea_scaling.train` for the shard (all but --out)."""
-    return study_lib.train_command_args(
-        cell_of(wildcards), int(wildcards.start), int(wildcards.stop)
-    )
-
-
-def train_runtime_minutes(wildcards, attempt):
-    return study_lib.estimate_runtime_minutes(
-        cell_of(wildcards), seeds_of(wildcards), attempt
-    )
-
-
-def train_mem_mb(wildcards, attempt):
-    return study_lib.estimate_mem_mb(cell_of(wildcards), seeds_of(wildcards), attempt)
-
-
-# ------------------------------------------------------- train_group jobs
-TRAIN_GROUPS = [g for study in STUDIES.values() for g in study_lib.train_groups(study)]
-# train_shard serves the studies that train cell by cell; the others have
-# one generated rule per group (workflow/rules/train.smk).
-_GROUPED = sorted({g.study for g in TRAIN_GROUPS})
-CELL_GROUPED_STUDIES = (
-    r"(?!(?:" + "|".join(_GROUPED) + r")$)[A-Za-z0-9_-]+"
-    if _GROUPED
-    else r"[A-Za-z0-9_-]+"
-)
-
-
-def group_runtime_minutes(group):
-    """runtime(wildcards, attempt) of a group job: as for its cells' seeds together."""
-
-    def runtime(wildcards, attempt):
-        return study_lib.estimate_runtime_minutes(
-            group.shards[0][0], group.seeds, attempt
+# ------------------------------------------------------- train_group inputs
+def group_of(wildcards):
+    """The TrainGroup a group table's path names; an error if the study plans no such group."""
+    found = GROUPS.get(wildcards.study, {}).get(wildcards.group)
+    if found is None:
+        raise study_lib.StudyError(
+            f"results/{wildcards.study}/runs/{wildcards.group}.parquet: study {wildcards.study} plans "
+            "no such training group (the config changed?); run `snakemake -n` to see its current groups"
         )
+    return found
 
-    return runtime
+
+def group_batch(wildcards):
+    """The --batch JSON of the group's training command."""
+    return group_of(wildcards).batch_spec()
 
 
-def group_mem_mb(group):
-    def mem_mb(wildcards, attempt):
-        return study_lib.estimate_mem_mb(group.shards[0][0], group.seeds, attempt)
+def group_runtime_minutes(wildcards, attempt):
+    return group_of(wildcards).runtime_minutes(attempt)
 
-    return mem_mb
+
+def group_mem_mb(wildcards, attempt):
+    return group_of(wildcards).mem_mb(attempt)
 
 
 # ------------------------------------------------------ aggregation inputs
-def shards_of_study(wildcards):
-    """Every shard parquet of the study, all kinds, variants and cells."""
-    return study_of(wildcards).shard_paths()
+def group_tables_of_study(wildcards):
+    """Every group table of the study, all kinds, variants and cells."""
+    return [group.table for group in GROUPS[study_of(wildcards).name].values()]
 
 
-def expected_hashes_of_study(wildcards):
-    return [cell.hash for cell, _ in _shards_with_cells(study_of(wildcards))]
-
-
-def variants_of_study_shards(wildcards):
-    return [cell.variant for cell, _ in _shards_with_cells(study_of(wildcards))]
-
-
-def _shards_with_cells(study):
-    return [(cell, shard) for cell in study.cells() for shard in study.shards(cell)]
+def expected_rows_of_study(wildcards):
+    """group table -> [[config hash, start, stop, variant], ...]: what merge_runs checks."""
+    return {
+        group.table: group.expected_rows()
+        for group in GROUPS[study_of(wildcards).name].values()
+    }
 
 
 def figure_caption(wildcards):
@@ -179,7 +150,3 @@ def critical_region(wildcards):
         "k_min": region["ensemble_min"],
         "k_max": region["ensemble_max"],
     }
-
-
-def sweep_variants(wildcards):
-    return list(study_of(wildcards).variants)

@@ -28,8 +28,7 @@ rule plot_frontier_and_heatmaps:
 
 rule plot_residuals:
     input:
-        cells="results/{study}/convergence.csv",
-        fits="results/{study}/psi_fit.csv",
+        residuals="results/{study}/residuals.csv",
     output:
         png=report(
             "plots/{study}/residuals.png",

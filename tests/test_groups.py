@@ -1,0 +1,141 @@
+"""Training groups, the cost model's resource estimates, and the merge of group tables."""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from deepsea_scaling import cost
+from deepsea_scaling import study as S
+from deepsea_scaling.config import TrainConfig, config_hash, program_signature
+from deepsea_scaling.groups import GROUP_NAME_REGEX, train_groups
+from deepsea_scaling.io import ShardError
+from deepsea_scaling.runs import REQUIRED_COLUMNS, merge_group_tables
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def config() -> dict:
+    return yaml.safe_load((REPO / "config.yaml").read_text())
+
+
+@pytest.mark.parametrize("name", ["tiny", "default", "paper", "sweep"])
+def test_groups_cover_every_cell_and_shard_exactly_once(config, name):
+    study = S.load_study(config, name)
+    groups = train_groups(study)
+    covered = sorted((cell.hash, g.start, g.stop) for g in groups for cell in g.cells)
+    planned = sorted((cell.hash, a, b) for cell in study.cells() for a, b in study.shards())
+    assert covered == planned
+    for g in groups:
+        assert re.fullmatch(GROUP_NAME_REGEX, g.name), g.name
+        assert len({program_signature(c.config) for c in g.cells}) == 1  # one compiled program
+        assert g.table == f"results/{name}/runs/{g.name}.parquet"
+    assert len({g.name for g in groups}) == len(groups)
+    if study.train_grouping == "cell":
+        assert all(len(g.cells) == 1 for g in groups)
+    else:
+        assert len(groups) < len(planned)
+
+
+def test_paper_study_groups_boot_with_bootrp(config):
+    groups = train_groups(S.load_study(config, "paper"))
+    assert len(groups) == 13 * 36
+    assert all(sorted(c.kind for c in g.cells) == ["boot", "bootrp"] for g in groups)
+
+
+def test_batch_spec_rebuilds_every_members_hash(config):
+    for group in train_groups(S.load_study(config, "sweep"))[:40]:
+        entries = json.loads(group.batch_spec())
+        assert [e["seeds"] for e in entries] == [[group.start, group.stop]] * len(group.cells)
+        for entry, cell in zip(entries, group.cells):
+            assert config_hash(TrainConfig.from_dict(entry["config"])) == cell.hash
+        assert group.expected_rows() == [[c.hash, group.start, group.stop, c.variant] for c in group.cells]
+
+
+def test_group_name_is_content_addressed(config):
+    """A changed hyperparameter, base seed or seed range is a new name; the same config the same name."""
+    names = {g.name for g in train_groups(S.load_study(config, "tiny"))}
+    assert names == {g.name for g in train_groups(S.load_study(copy.deepcopy(config), "tiny"))}
+    for changes in ({"base_seed": 3}, {"seeds_per_cell": 8, "shard_size": 4}):
+        other = copy.deepcopy(config)
+        other["studies"]["tiny"].update(changes)
+        assert not names & {g.name for g in train_groups(S.load_study(other, "tiny"))}
+
+
+def test_resource_estimates_grow_with_work_and_attempt(config):
+    groups = train_groups(S.load_study(config, "paper"))
+    small = next(g for g in groups if g.cells[0].ensemble_size == 1 and g.cells[0].hardness == 3)
+    big = next(g for g in groups if g.cells[0].ensemble_size == 40 and g.cells[0].hardness == 96)
+    assert big.runtime_minutes() > small.runtime_minutes() >= 5
+    assert big.runtime_minutes(attempt=2) == 2 * big.runtime_minutes()
+    assert big.mem_mb(attempt=2) == 2 * big.mem_mb()
+    assert big.mem_mb() > small.mem_mb() >= 2048
+
+
+def test_cost_model_by_hand():
+    """0.2 ms + 20 us per run-member pair + 40 ns per pair and n^2 row, per vector step."""
+    config = TrainConfig(kind="bootrp", ensemble_size=10, hardness=20, num_episodes=2400)
+    steps = 2400 // 24 * 20
+    pairs = 32 * 10
+    expected = steps * (0.2e-3 + 2e-5 * pairs + 4e-8 * pairs * 400)
+    assert cost.train_seconds(config, 32) == pytest.approx(expected)
+
+
+# ------------------------------------------------------------------- merging
+def _table(path: Path, rows: list[tuple[str, int]], drop: tuple[str, ...] = ()) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    frame = pd.DataFrame({
+        "kind": "boot", "ensemble_size": 2, "hardness": 4, "members": 2,
+        "config_hash": [h for h, _ in rows], "seed": [s for _, s in rows],
+        "discovered": True, "episodes_to_discovery": 3.0, "all_members_discovered": False,
+        "episodes_to_all_members": float("nan"), "final_return": 0.5, "diverged": False,
+        "total_episodes": 10, "diversity": [[0.1, 0.2]] * len(rows),
+    })
+    assert set(frame.columns) == set(REQUIRED_COLUMNS)
+    frame.drop(columns=list(drop)).to_parquet(path)
+
+
+def test_merge_adds_study_and_variant(tmp_path):
+    a, b = "a" * 16, "b" * 16
+    path = tmp_path / "g.parquet"
+    _table(path, [(a, 0), (a, 1), (b, 0), (b, 1)])
+    runs = merge_group_tables({str(path): [[a, 0, 2, "default"], [b, 0, 2, "lr=1"]]}, study="tiny")
+    assert list(runs["study"]) == ["tiny"] * 4
+    assert sorted(zip(runs["config_hash"], runs["variant"])) == [(a, "default")] * 2 + [(b, "lr=1")] * 2
+
+
+@pytest.mark.parametrize(
+    "rows, drop, match",
+    [
+        ([("a" * 16, 0)], (), r"missing \[\('aaaaaaaaaaaaaaaa', 1\)\]"),  # a seed lacking
+        ([("a" * 16, 0), ("a" * 16, 1), ("a" * 16, 1)], (), r"duplicates: 1"),
+        ([("c" * 16, 0), ("c" * 16, 1)], (), r"unexpected \[\('cccccccccccccccc', 0\)"),  # another config
+        ([("a" * 16, 0), ("a" * 16, 1)], ("seed",), r"lacks column\(s\) seed"),
+        ([("a" * 16, 0), ("a" * 16, 1)], ("discovered", "diversity"), r"lacks column\(s\) discovered, diversity"),
+    ],
+)
+def test_merge_refuses_what_it_cannot_vouch_for(tmp_path, rows, drop, match):
+    path = tmp_path / "g.parquet"
+    _table(path, rows, drop)
+    with pytest.raises(ShardError, match=match) as err:
+        merge_group_tables({str(path): [["a" * 16, 0, 2, "default"]]}, study="t")
+    assert str(err.value).startswith(str(path)) and "--forcerun" in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_merge_refuses_a_truncated_or_missing_table(tmp_path):
+    path = tmp_path / "g.parquet"
+    _table(path, [("a" * 16, 0), ("a" * 16, 1)])
+    path.write_bytes(path.read_bytes()[:40])
+    with pytest.raises(ShardError, match=r"g\.parquet is unreadable.*--forcerun"):
+        merge_group_tables({str(path): [["a" * 16, 0, 2, "default"]]}, study="t")
+    path.unlink()
+    with pytest.raises(ShardError, match=r"g\.parquet is missing"):
+        merge_group_tables({str(path): [["a" * 16, 0, 2, "default"]]}, study="t")

@@ -1,0 +1,59 @@
+"""The cost model: seconds, wall-clock minutes and memory of training runs.
+
+One vector step of R runs of K members each on DeepSea(n) costs, on one CPU
+core (fitted by `benchmarks/project_study_cost.py` on 2026-11-22,
+benchmarks/README.md; worst sample error 37%):
+
+    0.2 ms + 20 us per run-member pair + 40 ns per pair and first-layer row (n^2)
+
+The n^2 term is AdamW's pass over the first layer (one row per DeepSea cell),
+memory-bandwidth bound at large n. Study designs rank cells by this cost; the
+cluster resources (`runtime_minutes`, `mem_mb`) are generous bounds derived
+from it.
+"""
+
+from __future__ import annotations
+
+import math
+
+from .config import TrainConfig
+
+STEP_SECONDS = 0.2e-3  # fixed cost of one vector step (dispatch, acting)
+PAIR_SECONDS = 2e-5  # per run-member pair (minibatch forward/backward)
+PAIR_ROW_SECONDS = 4e-8  # per pair and first-layer row (AdamW over the n^2 rows)
+
+
+def work(config: TrainConfig, runs: int) -> tuple[int, int, int]:
+    """(vector steps of one run, run-member pairs trained together, first-layer rows)."""
+    rows = config.hardness**2 if config.is_deepsea else 0
+    return config.num_vector_steps, runs * config.members, rows
+
+
+def train_seconds(config: TrainConfig, runs: int) -> float:
+    """Projected CPU-core seconds to train `runs` runs of `config` in one program."""
+    steps, pairs, rows = work(config, runs)
+    return steps * (STEP_SECONDS + PAIR_SECONDS * pairs + PAIR_ROW_SECONDS * pairs * rows)
+
+
+def runtime_minutes(config: TrainConfig, runs: int, attempt: int = 1) -> int:
+    """A deliberately generous wall-time limit for one training job, doubling per attempt.
+
+    Start-up and compiling (about 2 min), then twice the cost model, rounded up
+    to at least 5 minutes. A GPU runs faster.
+    """
+    minutes = 2 + 2 * train_seconds(config, runs) / 60
+    return int(math.ceil(max(5, minutes))) * 2 ** (max(1, attempt) - 1)
+
+
+def mem_mb(config: TrainConfig, runs: int, attempt: int = 1) -> int:
+    """Host memory of one training job in MB, doubling per attempt.
+
+    JAX and the libraries take about 2 GB; each run's replay buffer and each
+    network's first layer (parameters, gradient, two AdamW moments and XLA's
+    working copies: 6 arrays of rows x width floats) add the rest.
+    """
+    _, pairs, rows = work(config, runs)
+    buffer_mb = runs * config.rb_size * 64 / 1e6
+    first_layer_mb = 6 * pairs * max(rows, 1) * config.hidden_sizes[0] * 4 / 1e6
+    mb = 2048 + 2 * pairs + buffer_mb + first_layer_mb
+    return int(math.ceil(mb)) * 2 ** (max(1, attempt) - 1)

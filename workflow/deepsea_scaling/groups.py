@@ -1,0 +1,96 @@
+"""Training groups: which cells' seeds one training job trains in one compiled program.
+
+A *group* is the same seed range [start, stop) of one or more cells of a
+study. With `train_grouping: shape`, every cell that shares a program
+signature (`config.program_signature`: boot with bootrp on DeepSea, the sweep
+values of traced hyperparameters) joins one group; with `cell`, each cell's
+shard is a group of one. The group's name carries a digest of its members'
+config hashes and seed range, so its table is content-addressed: a changed
+hyperparameter or a new member makes a new name, never a stale file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable
+
+from . import cost
+from .config import TrainConfig, program_signature
+from .study import CELL_FIELDS, Cell, Study
+
+GROUP_PATTERN = "results/{study}/runs/{group}.parquet"
+GROUP_NAME_REGEX = r"K\d+_n\d+_s\d+-\d+_[0-9a-f]{12}"
+
+
+@dataclass(frozen=True)
+class TrainGroup:
+    """Seeds [start, stop) of every cell in `cells`, trained by one job."""
+
+    study: str
+    cells: tuple[Cell, ...]
+    start: int
+    stop: int
+
+    @property
+    def name(self) -> str:
+        """`K8_n12_s0-32_<12 hex>`: readable, and a digest of every member's hash and the seeds."""
+        members = ",".join(sorted(cell.hash for cell in self.cells))
+        digest = hashlib.sha256(f"{members}:{self.start}-{self.stop}".encode()).hexdigest()[:12]
+        first = self.cells[0].config
+        return f"K{first.members}_n{first.hardness}_s{self.start}-{self.stop}_{digest}"
+
+    @property
+    def table(self) -> str:
+        return GROUP_PATTERN.format(study=self.study, group=self.name)
+
+    @property
+    def sidecar(self) -> str:
+        return str(Path(self.table).with_suffix(".json"))
+
+    @property
+    def runs(self) -> int:
+        return len(self.cells) * (self.stop - self.start)
+
+    def batch_spec(self) -> str:
+        """The `--batch` JSON of `python -m deepsea_scaling.train` (rows go to one `--out`).
+
+        Per cell its grid values and the fields that differ from TrainConfig's
+        defaults, so the command stays short and reads as the study.
+        """
+        defaults = TrainConfig().to_dict()
+
+        def options(cell: Cell) -> dict:
+            return {k: v for k, v in cell.config.to_dict().items() if k in CELL_FIELDS or v != defaults[k]}
+
+        entries = [{"config": options(cell), "seeds": [self.start, self.stop]} for cell in self.cells]
+        return json.dumps(entries, separators=(",", ":"))
+
+    def expected_rows(self) -> list[list]:
+        """[config hash, start, stop, variant] per member: what the merge checks the table against."""
+        return [[cell.hash, self.start, self.stop, cell.variant] for cell in self.cells]
+
+    def runtime_minutes(self, attempt: int = 1) -> int:
+        return cost.runtime_minutes(self.cells[0].config, self.runs, attempt)
+
+    def mem_mb(self, attempt: int = 1) -> int:
+        return cost.mem_mb(self.cells[0].config, self.runs, attempt)
+
+
+def train_groups(study: Study, cells: Iterable[Cell] | None = None) -> list[TrainGroup]:
+    """The training jobs of `cells` (default: every cell of the study), in cell order."""
+    cells = study.cells() if cells is None else list(cells)
+    buckets: dict[tuple, list[Cell]] = {}
+    for cell in cells:
+        for start, stop in study.shards():
+            key = (program_signature(cell.config), start, stop)
+            if study.train_grouping == "cell":
+                key = (cell.hash, start, stop)
+            buckets.setdefault(key, []).append(cell)
+    return [TrainGroup(study.name, tuple(members), key[-2], key[-1]) for key, members in buckets.items()]
+
+
+def groups_by_name(groups: Iterable[TrainGroup]) -> dict[str, TrainGroup]:
+    return {group.name: group for group in groups}

@@ -133,8 +133,7 @@ def main() -> None:
     programs = set()
     for cell in cells:
         cfg = cell.config
-        shards = study.shards(cell)
-        for start, stop in shards:
+        for start, stop in study.shards():
             s = stop - start
             per_group.setdefault(f"{cell.kind}/{cell.variant}", 0.0)
             per_group[f"{cell.kind}/{cell.variant}"] += cfg.num_vector_steps * float(features(s, cfg.members, cell.hardness) @ coef)

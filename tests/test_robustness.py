@@ -3,24 +3,25 @@
 Each guarantee of the robustness issue, on real (small) runs of the workflow:
 
 1. interrupted runs (SIGINT of the run, SIGKILL of Snakemake, SIGKILL of a
-   training job) rerun with the same command train only the unfinished shards
+   training job) rerun with the same command train only the unfinished groups
    and end with the tables of an uninterrupted run;
 2. a training job killed while writing leaves nothing under the final name; a
-   truncated shard stops the merge with one line naming the file and the
-   command that rebuilds it (and that command works);
+   truncated group table stops the merge with one line naming the file and
+   the command that rebuilds it (and that command works);
 3. reruns are deterministic; a changed hyperparameter plans new paths only;
-   the merge refuses a shard of another configuration;
+   the merge refuses a table of another configuration;
 4. a diverging run (learning rate 1e30) is recorded as diverged, not
-   discovered, its shard completes and the convergence table counts it;
+   discovered, its job completes and the convergence table counts it;
 5. bad input fails in under 10 s naming the key and what is allowed, before
    any job starts (more cases in test_workflow.py and test_study.py);
 6. cluster faults: tests/test_slurm_workflow.py;
 7. results copied to another checkout are up to date: figures build there
    without training (test_workflow.py checks the same with empty files).
 
-All runs use the study `rmini` (conftest.write_study_config: the tiny study
-shrunk to 2 cells x 2 shards of 2 seeds) with `--cores 2`; one uninterrupted
-reference run is shared by the module.
+All runs use the study `rmini`, on the grouped path users run
+(`train_grouping: shape`): boot and bootrp with K = 2 at n = 4 train together,
+eps at n = 4 alone, 4 seeds in shards of 2: 4 training jobs, 3 cells x 4 seeds.
+`--cores 2`; one uninterrupted reference run is shared by the module.
 """
 
 from __future__ import annotations
@@ -44,7 +45,13 @@ from conftest import copy_workflow, run_snakemake, write_study_config
 STUDY = "rmini"
 TABLES = ["runs.parquet", "convergence.csv", "psi_fit.csv", "kind_comparison.csv"]
 TARGETS = [f"results/{STUDY}/{t}" for t in TABLES]
-N_SHARDS = 4  # 2 cells x 2 shards
+N_GROUPS = 4  # (boot + bootrp, eps) x 2 seed shards
+N_RUNS = 3 * 4  # cells x seeds
+RMINI = dict(
+    kinds={"boot": {"ensemble_sizes": [2], "hardness": [4]}, "bootrp": {"ensemble_sizes": [2], "hardness": [4]},
+           "eps": {"hardness": [4]}},
+    train_grouping="shape",
+)
 RUN_TIMEOUT = 300
 
 
@@ -54,17 +61,25 @@ def study_command(config: Path) -> list[str]:
 
 
 # ------------------------------------------------------------------ helpers
-def shard_files(wf: Path) -> list[Path]:
-    return sorted((wf / "results" / STUDY / "runs").rglob("seeds_*.parquet"))
+def group_tables(wf: Path) -> list[Path]:
+    return sorted((wf / "results" / STUDY / "runs").glob("*.parquet"))
+
+
+def group_with(wf: Path, kind: str, seeds: str) -> str:
+    """The group table (relative path) that holds `kind`'s runs of seed range `seeds` ("2-4")."""
+    for path in group_tables(wf):
+        if f"_s{seeds}_" in path.name and kind in set(pd.read_parquet(path, columns=["kind"])["kind"]):
+            return str(path.relative_to(wf))
+    raise AssertionError(f"no group table of {kind} seeds {seeds} in {wf}")
 
 
 def train_outputs_by_jobid(log: str) -> dict[str, str]:
-    """Snakemake job id -> the shard table a `train_shard` job writes, from its job blocks."""
+    """Snakemake job id -> the group table a `train_group` job writes, from its job blocks."""
     jobs, current, output = {}, False, None
     for line in log.splitlines():
         stripped = line.strip()
         if stripped.endswith(":") and stripped.split()[-1].rstrip(":") and "rule " in stripped:
-            current, output = stripped in ("rule train_shard:", "localrule train_shard:"), None
+            current, output = stripped in ("rule train_group:", "localrule train_group:"), None
         elif current and stripped.startswith("output:"):
             output = stripped.split(":", 1)[1].split(",")[0].strip()
         elif current and stripped.startswith("jobid:") and output:
@@ -73,10 +88,10 @@ def train_outputs_by_jobid(log: str) -> dict[str, str]:
     return jobs
 
 
-def finished_shards(log: str) -> set[str]:
-    """Shard tables whose train_shard job Snakemake reported finished."""
+def finished_groups(log: str) -> set[str]:
+    """Group tables whose train_group job Snakemake reported finished."""
     outputs = train_outputs_by_jobid(log)
-    done = re.findall(r"Finished jobid: (\d+) \(Rule: train_shard\)", log)
+    done = re.findall(r"Finished jobid: (\d+) \(Rule: train_group\)", log)
     return {outputs[j] for j in done if j in outputs}
 
 
@@ -150,7 +165,8 @@ def assert_same_tables(wf: Path, reference: Path):
     ours = pd.read_parquet(wf / "results" / STUDY / "runs.parquet")
     theirs = pd.read_parquet(reference / "results" / STUDY / "runs.parquet")
     assert list(ours.columns) == list(theirs.columns)
-    assert len(ours) == len(theirs) == 2 * 4
+    assert len(ours) == len(theirs) == N_RUNS
+    assert set(ours["kind"]) == {"boot", "bootrp", "eps"}
     pd.testing.assert_frame_equal(ours.map(_cells), theirs.map(_cells))
     for table in TABLES[1:]:
         ours_text = (wf / "results" / STUDY / table).read_text()
@@ -181,7 +197,7 @@ class Checkout:
 
 def new_checkout(tmp: Path, env: dict) -> Checkout:
     wf = copy_workflow(tmp / "wf")
-    return Checkout(wf, write_study_config(tmp / "rmini.yaml", STUDY), env)
+    return Checkout(wf, write_study_config(tmp / "rmini.yaml", STUDY, **RMINI), env)
 
 
 @pytest.fixture(scope="module")
@@ -191,38 +207,41 @@ def reference(tmp_path_factory, jax_cache_env) -> Checkout:
     checkout = new_checkout(tmp_path_factory.mktemp("reference"), jax_cache_env)
     result = checkout.run()
     assert result.returncode == 0, result.output[-3000:]
-    assert result.job_counts().get("train_shard") == N_SHARDS, result.output[-3000:]
+    assert result.job_counts().get("train_group") == N_GROUPS, result.output[-3000:]
+    for path in group_tables(checkout.wf):  # boot and bootrp really trained in one job
+        kinds = set(pd.read_parquet(path, columns=["kind"])["kind"])
+        assert kinds in ({"boot", "bootrp"}, {"eps"}), (path, kinds)
     return checkout
 
 
-def _interrupt_after_first_shard(checkout: Checkout, interrupt) -> tuple[Background, set[str], dict]:
-    """Start the study, call interrupt(run) once a shard is finished, wait for the run to end.
+def _interrupt_after_first_group(checkout: Checkout, interrupt) -> tuple[Background, set[str], dict]:
+    """Start the study, call interrupt(run) once a group is finished, wait for the run to end.
 
-    Returns the run, the shards Snakemake reported finished before the
-    interruption, and the mtimes of those shard files.
+    Returns the run, the groups Snakemake reported finished before the
+    interruption, and the mtimes of those tables.
     """
     run = checkout.start()
-    wait_until(lambda: finished_shards(run.text()), 120, "a finished training shard")
-    done = finished_shards(run.text())
+    wait_until(lambda: finished_groups(run.text()), 120, "a finished training group")
+    done = finished_groups(run.text())
     interrupt(run)
     run.wait()
     # nothing of the interrupted run is still training (orphans of a killed
     # Snakemake finish on their own first, as they would on a real machine)
     wait_until(lambda: not train_pids(checkout.wf), 120, "orphaned training jobs to end")
-    assert 0 < len(done) < N_SHARDS, f"interrupted too late to test anything: {done}"
+    assert 0 < len(done) < N_GROUPS, f"interrupted too late to test anything: {done}"
     mtimes = {p: (checkout.wf / p).stat().st_mtime_ns for p in done}
     return run, done, mtimes
 
 
 def _rerun_and_check(checkout: Checkout, done: set[str], mtimes: dict, reference: Checkout):
-    present = {str(p.relative_to(checkout.wf)) for p in shard_files(checkout.wf)}
+    present = {str(p.relative_to(checkout.wf)) for p in group_tables(checkout.wf)}
     rerun = checkout.run()  # the same command, unchanged
     assert rerun.returncode == 0, rerun.output[-4000:]
-    retrained = rerun.job_counts().get("train_shard", 0)
-    # Only unfinished shards train again: never one Snakemake had finished;
-    # at least every missing one (a shard written while the run was being
+    retrained = rerun.job_counts().get("train_group", 0)
+    # Only unfinished groups train again: never one Snakemake had finished;
+    # at least every missing one (a table written while the run was being
     # killed is unfinished for Snakemake and may train again).
-    assert N_SHARDS - len(present) <= retrained <= N_SHARDS - len(done), rerun.output[-4000:]
+    assert N_GROUPS - len(present) <= retrained <= N_GROUPS - len(done), rerun.output[-4000:]
     for path in done:
         assert (checkout.wf / path).stat().st_mtime_ns == mtimes[path], f"{path} was retrained"
     assert_same_tables(checkout.wf, reference.wf)
@@ -230,10 +249,10 @@ def _rerun_and_check(checkout: Checkout, done: set[str], mtimes: dict, reference
 
 # ------------------------------------------------------ 1. interrupted runs
 @pytest.mark.slow
-def test_sigint_then_same_command_trains_only_unfinished_shards(reference, tmp_path):
+def test_sigint_then_same_command_trains_only_unfinished_groups(reference, tmp_path):
     checkout = new_checkout(tmp_path, reference.env)
     # Ctrl-C: SIGINT to the whole foreground process group
-    run, done, mtimes = _interrupt_after_first_shard(
+    run, done, mtimes = _interrupt_after_first_group(
         checkout, lambda run: os.killpg(run.proc.pid, signal.SIGINT))
     assert run.proc.returncode != 0
     assert not (checkout.wf / "results" / STUDY / "runs.parquet").exists()
@@ -245,7 +264,7 @@ def test_sigkill_of_snakemake_then_same_command_finishes(reference, tmp_path):
     """SIGKILL leaves Snakemake's lock and incomplete-markers behind; the
     workflow profile (nolock, rerun-incomplete) lets the same command finish."""
     checkout = new_checkout(tmp_path, reference.env)
-    run, done, mtimes = _interrupt_after_first_shard(
+    run, done, mtimes = _interrupt_after_first_group(
         checkout, lambda run: os.kill(run.proc.pid, signal.SIGKILL))  # Snakemake only
     assert run.proc.returncode == -signal.SIGKILL
     _rerun_and_check(checkout, done, mtimes, reference)
@@ -278,13 +297,12 @@ SITECUSTOMIZE = textwrap.dedent('''
 
 @pytest.mark.slow
 def test_training_job_killed_while_writing(reference, tmp_path):
-    """SIGKILL of one training job in the middle of writing its table: no file
-    under the final name, the other shards finish, the same command then
-    trains that shard alone and the tables equal the uninterrupted run's."""
+    """SIGKILL of one training job (the boot + bootrp group) in the middle of
+    writing its table: no file under the final name, the other groups finish,
+    the same command then trains that group alone and the tables equal the
+    uninterrupted run's."""
     checkout = new_checkout(tmp_path, reference.env)
-    target = next(p for p in map(str, reference.wf.joinpath("results", STUDY, "runs").rglob("*.parquet"))
-                  if "/eps/" in p and p.endswith("seeds_2-4.parquet"))
-    target = str(Path(target).relative_to(reference.wf))
+    target = group_with(reference.wf, "bootrp", "2-4")
     hook = tmp_path / "hook"
     hook.mkdir()
     (hook / "sitecustomize.py").write_text(SITECUSTOMIZE)
@@ -310,58 +328,57 @@ def test_training_job_killed_while_writing(reference, tmp_path):
     assert rc != 0, log[-3000:]
     assert not final.exists(), "a killed job left a file under the final name"
     assert not final.with_suffix(".json").exists()
-    assert all(".tmp-" not in p.name for p in shard_files(checkout.wf))
+    assert all(".tmp-" not in p.name for p in group_tables(checkout.wf))
     # it really died mid-write: the half-written temporary file is still there, hidden
     assert partial.exists() and partial.name.startswith(f".{final.name}.tmp-")
     job_log = f"logs/{STUDY}/train/" + target.split("/runs/", 1)[1].replace(".parquet", ".log")
-    assert "Error in rule train_shard" in log and job_log in log, log[-3000:]
-    assert len(shard_files(checkout.wf)) == N_SHARDS - 1  # keep-going: the others finished
-    done = finished_shards(log)
-    assert target not in done and len(done) == N_SHARDS - 1
+    assert "Error in rule train_group" in log and job_log in log, log[-3000:]
+    assert len(group_tables(checkout.wf)) == N_GROUPS - 1  # keep-going: the others finished
+    done = finished_groups(log)
+    assert target not in done and len(done) == N_GROUPS - 1
     mtimes = {p: (checkout.wf / p).stat().st_mtime_ns for p in done}
 
     rerun = checkout.run()
     assert rerun.returncode == 0, rerun.output[-4000:]
-    assert rerun.job_counts().get("train_shard") == 1, rerun.output[-4000:]
+    assert rerun.job_counts().get("train_group") == 1, rerun.output[-4000:]
     assert f"output: {target}" in rerun.output
     for path in done:
         assert (checkout.wf / path).stat().st_mtime_ns == mtimes[path], f"{path} was retrained"
     assert_same_tables(checkout.wf, reference.wf)
 
 
-# ----------------------------------------- 2./3. bad shards at merge time
+# ----------------------------------------- 2./3. bad tables at merge time
 @pytest.mark.slow
-def test_corrupt_or_foreign_shard_stops_merge_and_hint_rebuilds(reference, tmp_path):
+def test_corrupt_or_foreign_table_stops_merge_and_hint_rebuilds(reference, tmp_path):
     checkout = Checkout(copy_results(reference.wf, tmp_path / "wf"), reference.config, reference.env)
-    shards = [str(p.relative_to(checkout.wf)) for p in shard_files(checkout.wf)]
-    boot = next(p for p in shards if "/boot/" in p and p.endswith("seeds_0-2.parquet"))
-    eps = next(p for p in shards if "/eps/" in p and p.endswith("seeds_0-2.parquet"))
     wf = checkout.wf
+    boot = group_with(wf, "boot", "0-2")
+    eps = group_with(wf, "eps", "0-2")
     original = (wf / boot).read_bytes()
 
     def merge_error(result) -> str:
         assert result.returncode != 0, result.output[-3000:]
-        assert result.job_counts().get("train_shard", 0) == 0, result.output[-3000:]
+        assert result.job_counts().get("train_group", 0) == 0, result.output[-3000:]
         lines = [line for line in result.output.splitlines() if line.startswith("merge_runs: error:")]
         assert len(lines) == 1, result.output[-3000:]
         return lines[0]
 
-    # A shard of another configuration (same seeds, other cell) under this path.
+    # A table of another configuration (same seeds, other cell) under this path.
     shutil.copy(wf / eps, wf / boot)
     line = merge_error(checkout.run())
-    assert f"{boot}: config_hash" in line and "does not match the study's" in line, line
+    assert f"{boot}: rows (config hash, seed) differ from the plan" in line, line
     assert f"--forcerun {boot}" in line, line
 
-    # A truncated shard (e.g. a copy cut short).
+    # A truncated table (e.g. a copy cut short).
     (wf / boot).write_bytes(original[: len(original) // 2])
     line = merge_error(checkout.run())
-    assert f"shard {boot} is unreadable" in line and f"--forcerun {boot}" in line, line
+    assert f"{boot} is unreadable" in line and f"--forcerun {boot}" in line, line
     assert not (wf / "results" / STUDY / "runs.parquet").exists()
 
-    # The hint's command rebuilds exactly that shard, identical to the first time.
+    # The hint's command rebuilds exactly that group, identical to the first time.
     rebuilt = checkout.run("--forcerun", boot)
     assert rebuilt.returncode == 0, rebuilt.output[-3000:]
-    assert rebuilt.job_counts().get("train_shard") == 1, rebuilt.output[-3000:]
+    assert rebuilt.job_counts().get("train_group") == 1, rebuilt.output[-3000:]
     assert (wf / boot).read_bytes() == original
     assert_same_tables(wf, reference.wf)
 
@@ -370,13 +387,13 @@ def test_corrupt_or_foreign_shard_stops_merge_and_hint_rebuilds(reference, tmp_p
 @pytest.mark.slow
 def test_second_run_gives_identical_tables(reference, tmp_path):
     """The same study run a second time, from scratch in another checkout (the
-    JAX compilation cache now warm), gives the same shards and tables."""
+    JAX compilation cache now warm), gives the same group tables and tables."""
     checkout = new_checkout(tmp_path, reference.env)
     result = checkout.run()
     assert result.returncode == 0, result.output[-3000:]
-    ours = {p.relative_to(checkout.wf): p for p in shard_files(checkout.wf)}
-    theirs = {p.relative_to(reference.wf): p for p in shard_files(reference.wf)}
-    assert sorted(ours) == sorted(theirs) and len(ours) == N_SHARDS
+    ours = {p.relative_to(checkout.wf): p for p in group_tables(checkout.wf)}
+    theirs = {p.relative_to(reference.wf): p for p in group_tables(reference.wf)}
+    assert sorted(ours) == sorted(theirs) and len(ours) == N_GROUPS
     for rel in ours:
         a, b = pd.read_parquet(ours[rel]), pd.read_parquet(theirs[rel])
         pd.testing.assert_frame_equal(a.map(_cells), b.map(_cells), obj=str(rel))
@@ -385,20 +402,20 @@ def test_second_run_gives_identical_tables(reference, tmp_path):
 
 @pytest.mark.slow
 def test_changed_hyperparameter_plans_only_new_paths(reference, tmp_path):
-    """With the reference's shards present, a changed learning rate plans every
-    shard anew under new hashes, and the merge reads none of the old ones."""
-    old = {str(p.relative_to(reference.wf)) for p in shard_files(reference.wf)}
-    old_hashes = {Path(p).parent.name for p in old}
+    """With the reference's tables present, a changed learning rate plans every
+    group anew under new names, and the merge reads none of the old ones."""
+    old = {str(p.relative_to(reference.wf)) for p in group_tables(reference.wf)}
+    old_digests = {Path(p).stem.rsplit("_", 1)[1] for p in old}
     hyper = dict(reference_hyperparameters(reference.config), learning_rate=1e-3)
-    changed = write_study_config(tmp_path / "changed.yaml", STUDY, hyperparameters=hyper)
+    changed = write_study_config(tmp_path / "changed.yaml", STUDY, hyperparameters=hyper, **RMINI)
     result = run_snakemake(reference.wf, *TARGETS, "-n", "--configfile", str(changed))
     assert result.returncode == 0, result.output[-3000:]
-    assert result.job_counts().get("train_shard") == N_SHARDS, result.output[-3000:]
+    assert result.job_counts().get("train_group") == N_GROUPS, result.output[-3000:]
     planned = set(train_outputs_by_jobid(result.output).values())
-    assert len(planned) == N_SHARDS and not planned & old
+    assert len(planned) == N_GROUPS and not planned & old
     merge_inputs = re.search(r"rule merge_runs:\n\s+input: (.*)\n", result.output)[1].split(", ")
     assert set(merge_inputs) == planned
-    assert not {Path(p).parent.name for p in merge_inputs} & old_hashes
+    assert not {Path(p).stem.rsplit("_", 1)[1] for p in merge_inputs} & old_digests
 
 
 def reference_hyperparameters(config: Path) -> dict:
@@ -411,7 +428,7 @@ def reference_hyperparameters(config: Path) -> dict:
 @pytest.mark.slow
 def test_diverged_runs_are_recorded_and_counted(tmp_path, jax_cache_env):
     """A sweep variant with learning rate 1e30 beside the default: its runs are
-    diverged and not discovered, its shard completes, the convergence table
+    diverged and not discovered, its job completes, the convergence table
     counts them; the default variant's runs do not diverge."""
     pytest.importorskip("deepsea_scaling.engine")
     wf = copy_workflow(tmp_path / "wf")
@@ -424,7 +441,7 @@ def test_diverged_runs_are_recorded_and_counted(tmp_path, jax_cache_env):
     result = run_snakemake(wf, "results/rdiv/convergence.csv", "--cores", "2",
                            "--configfile", str(config), env=jax_cache_env)
     assert result.returncode == 0, result.output[-3000:]
-    assert result.job_counts()["train_shard"] == 2
+    assert result.job_counts()["train_group"] == 2  # tiny's grouping: cell by cell
 
     runs = pd.read_parquet(wf / "results" / "rdiv" / "runs.parquet")
     bad, good = runs[runs["variant"] != "default"], runs[runs["variant"] == "default"]
@@ -497,4 +514,4 @@ def test_copied_results_build_figures_without_training(reference, tmp_path):
                      reference.config, reference.env)
     plan = fresh.run("-n")
     assert plan.returncode == 0, plan.output[-3000:]
-    assert "train_shard" not in plan.job_counts(), plan.output[-3000:]
+    assert "train_group" not in plan.job_counts(), plan.output[-3000:]

@@ -10,6 +10,10 @@ does not have. Evidence that a job really went through `sbatch` comes from:
 - `scontrol show job <N>`, which keeps a finished job for MinJobAge seconds
   (300 on the test cluster) with its state, exit code, comment and TRES
   (:func:`show_job`).
+
+:func:`ensure_slurm` starts the cluster (`.ci/start_slurm.sh`) when it is not
+up and this user may (root or password-less sudo), so the SLURM tests run
+wherever slurmctld can start, not only under CI.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import re
 import shutil
 import signal
 import subprocess
+import tempfile
 import time
 from datetime import datetime
 from pathlib import Path
@@ -46,19 +51,89 @@ def _run(cmd: list[str], timeout: float = 15) -> subprocess.CompletedProcess:
     )
 
 
-def ensure_slurm() -> str | None:
+REPO = Path(__file__).resolve().parents[1]
+START_SCRIPT = REPO / ".ci" / "start_slurm.sh"
+# Installing the packages (first time only) and starting the daemons takes
+# about 25 s on the test machine; this bounds a slow mirror or a hung daemon.
+START_TIMEOUT_S = 300
+
+# One start attempt per test session: (its return code, its one-line message).
+_start_result: tuple[int, str] | None = None
+
+
+def ensure_slurm(start: bool = True) -> str | None:
     """None when a SLURM node takes jobs here, else the reason why not.
 
     Checks the client commands, that `sinfo` answers with a node that is idle,
     mixed or allocated, and that MinJobAge is long enough for the executor
-    plugin's `squeue` status checks. Starts nothing: `.ci/start_slurm.sh` does
-    (when it failed under .ci/run, its message is appended to the reason).
+    plugin's `squeue` status checks. When that fails and `start` is true, runs
+    `.ci/start_slurm.sh` once per session (as root, or with password-less
+    sudo; at most START_TIMEOUT_S seconds) and checks again, so the SLURM tests
+    run wherever slurmctld can start, not only under CI. Not retried when
+    .ci/run already tried and failed (DEEPSEA_SLURM_START_ERROR, appended to
+    the reason) or when DEEPSEA_SLURM_AUTOSTART=0.
     """
     reason = _slurm_problem()
+    if reason is None:
+        return None
     start_error = os.environ.get("DEEPSEA_SLURM_START_ERROR", "").strip()
-    if reason is not None and start_error:
-        reason += f" [.ci/start_slurm.sh: {start_error}]"
-    return reason
+    if start_error:
+        return reason + f" [.ci/start_slurm.sh: {start_error}]"
+    if not start or os.environ.get("DEEPSEA_SLURM_AUTOSTART", "1").strip() == "0":
+        return reason
+    rc, message = start_cluster()
+    if rc != 0:
+        return reason + f" [.ci/start_slurm.sh, run by the tests: {message}]"
+    # The script ends by waiting for the node to be idle; check as the tests do.
+    after = _slurm_problem()
+    if after is not None:
+        return after + f" [.ci/start_slurm.sh succeeded: {message}]"
+    return None
+
+
+def start_cluster(timeout: float = START_TIMEOUT_S) -> tuple[int, str]:
+    """Run `.ci/start_slurm.sh` once per session; (exit code, one-line message).
+
+    As root directly, else through `sudo -n` when sudo needs no password; the
+    code is 1 (without running anything) when neither works, 124 after a
+    timeout. The script's output goes to a file, not a pipe: the daemons it
+    starts outlive it and must not hold the test's pipe open.
+    """
+    global _start_result
+    if _start_result is not None:
+        return _start_result
+    if not START_SCRIPT.is_file():
+        _start_result = (1, f"{START_SCRIPT.name} not found")
+        return _start_result
+    if os.geteuid() == 0:
+        cmd = ["bash", str(START_SCRIPT)]
+    elif shutil.which("sudo") and _run(["sudo", "-n", "true"]).returncode == 0:
+        cmd = ["sudo", "-n", "bash", str(START_SCRIPT)]
+    else:
+        _start_result = (1, "not root and no password-less sudo: cannot install or start SLURM")
+        return _start_result
+    with tempfile.TemporaryFile("w+") as out:
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            rc = proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            # The script's own process group only: the daemons it started
+            # detach into sessions of their own (setsid) and are left alone.
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            rc = 124
+        out.seek(0)
+        lines = [line.strip() for line in out.read().splitlines() if line.strip()]
+    errors = [line for line in lines if "ERROR" in line]
+    if rc == 124:
+        message = f"timed out after {timeout:.0f} s" + (f"; {errors[0]}" if errors else "")
+    elif rc != 0:
+        message = errors[0] if errors else (lines[-1] if lines else f"exit {rc}")
+    else:
+        message = lines[-1] if lines else "exit 0"
+    _start_result = (rc, message)
+    return _start_result
 
 
 def _slurm_problem() -> str | None:

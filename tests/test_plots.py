@@ -2,7 +2,9 @@
 
 import warnings
 
+import matplotlib
 import matplotlib.image as mpimg
+import matplotlib.text
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
@@ -10,7 +12,7 @@ import pytest
 
 from deepsea_scaling import plots
 from deepsea_scaling.simulate import simulate_cells, simulate_runs
-from deepsea_scaling.stats import AnalysisWarning, convergence_table, fit_psi_table
+from deepsea_scaling.stats import AnalysisWarning, convergence_table, fit_psi_table, residuals_by_k
 
 DPI = 50
 KS, NS = (1, 2, 4, 8, 16), (3, 5, 8, 12, 16, 24, 32)
@@ -19,10 +21,8 @@ CAPTION = "simulated: budget 3,000 episodes per run, 8 seeds per cell"
 
 
 @pytest.fixture(autouse=True)
-def quiet_and_closed():
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", AnalysisWarning)
-        yield
+def closed():
+    yield
     plt.close("all")
 
 
@@ -33,6 +33,7 @@ def runs():
 
 
 def _tables(cells):
+    """cells and their fits; the fits' AnalysisWarnings (tested in test_stats.py) are not the subject here."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", AnalysisWarning)
         return cells, fit_psi_table(cells)
@@ -40,14 +41,13 @@ def _tables(cells):
 
 def _edge_cases(runs):
     """name -> (cells, fits, runs) of each edge case of the issue."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", AnalysisWarning)
+    with pytest.warns(AnalysisWarning, match="diverged"):  # the simulated runs have 2% diverged
         cells = convergence_table(runs)
     all_fail = cells.assign(successes=0, p_hat=0.0)
     single = cells[(cells["kind"] == "boot") & (cells["ensemble_size"] == 4) & (cells["hardness"] == 8)]
     zero_trials = cells.assign(trials=np.where(cells["hardness"] > 12, 0, cells["trials"]))
     boot_only = cells[cells["kind"] == "boot"]
-    nan_fits = fit_psi_table(cells).assign(psi=np.nan, psi_wald_low=np.nan, psi_wald_high=np.nan,
+    nan_fits = _tables(cells)[1].assign(psi=np.nan, psi_wald_low=np.nan, psi_wald_high=np.nan,
                                            psi_quasi_low=np.nan, psi_quasi_high=np.nan, status="no estimate")
     no_runs = runs.iloc[:0]
     all_fail_runs = runs.assign(discovered=False)
@@ -59,7 +59,7 @@ def _edge_cases(runs):
         "zero_trials": (*_tables(zero_trials), runs),
         "kind_absent": (*_tables(boot_only), runs[runs["kind"] == "boot"]),
         "nan_fits": (cells, nan_fits, runs),
-        "empty": (cells.iloc[:0], fit_psi_table(cells.iloc[:0]), no_runs),
+        "empty": (cells.iloc[:0], _tables(cells.iloc[:0])[1], no_runs),
     }
 
 
@@ -74,11 +74,15 @@ def _sweep_fits(cells):
     return fit_psi_table(pd.concat(parts, ignore_index=True))
 
 
+def _residuals(cells, fits):
+    return residuals_by_k(cells, fits) if len(cells) and len(fits) else pd.DataFrame()
+
+
 def _draw_all(cells, fits, runs, sweep_fits, kinds=None):
     """figure name -> Figure, one per plot function."""
     return {
         "frontier": plots.plot_frontier_and_heatmaps(cells, fits, kinds=kinds, caption=CAPTION),
-        "residuals": plots.plot_residuals(cells, fits, caption=CAPTION).figure,
+        "residuals": plots.plot_residuals(_residuals(cells, fits), caption=CAPTION).figure,
         "collapse": plots.plot_collapse(runs, REGION, caption=CAPTION),
         "sweep": plots.plot_hyperparameter_sweep(sweep_fits, caption=CAPTION).figure,
         "p_vs_n": plots.plot_probability_vs_n(cells, fits, caption=CAPTION),
@@ -92,7 +96,7 @@ def _assert_written(fig, path):
     image = mpimg.imread(path)
     assert image.shape[:2] == (round(height * DPI), round(width * DPI))
     assert path.with_suffix(".pdf").read_bytes()[:5] == b"%PDF-"
-    assert not [p for p in path.parent.iterdir() if p.name.endswith(".tmp")]
+    assert not [p for p in path.parent.iterdir() if ".tmp-" in p.name]  # io.atomic_path's temporaries
 
 
 def test_figures_on_simulated_tables(runs, tmp_path):
@@ -111,22 +115,62 @@ def test_figure_sizes_are_the_ones_asked_for(runs, tmp_path):
     cells, fits = _tables(convergence_table(runs))
     fig = plt.figure(figsize=(3.4, 2.0))
     ax = fig.subplots()
-    assert plots.plot_residuals(cells, fits, ax=ax) is ax
+    assert plots.plot_residuals(_residuals(cells, fits), ax=ax) is ax
     _assert_written(fig, tmp_path / "residuals_column.png")
     assert mpimg.imread(tmp_path / "residuals_column.png").shape[:2] == (100, 170)
 
 
-@pytest.mark.parametrize("case", ["all_fail", "single_cell", "zero_trials", "kind_absent", "nan_fits", "empty"])
-def test_figures_on_edge_cases(runs, case, tmp_path):
+def _texts(fig) -> list[str]:
+    """Every text a figure shows: notes, titles, labels, legend entries."""
+    return [t.get_text() for t in fig.findobj(matplotlib.text.Text) if t.get_text()]
+
+
+def _series(ax) -> dict[str, int]:
+    """Legend label -> number of points of each error-bar series."""
+    return {c.get_label(): len(c.lines[0].get_xdata()) for c in ax.containers}
+
+
+# What each edge case must show: (figure, text that must appear) pairs.
+EDGE_TEXTS = {
+    "all_fail": [("frontier", "BDQN\nψ: no estimate (all 28 cells failed"),
+                 ("frontier", "RP-BDQN\nψ: no estimate (all 28 cells failed"),
+                 ("residuals", "no residuals: no cell has a fitted ψ"), ("sweep", "no estimate"),
+                 ("collapse", "not discovered (48)")],
+    "single_cell": [("frontier", "BDQN\nψ = 0.795 [0.709, 0.891]"), ("collapse", "discovered (4)")],
+    "zero_trials": [("frontier", "BDQN\nψ = 0.785"), ("frontier", "RP-BDQN\nψ = 0.838")],
+    "kind_absent": [("frontier", "no cells for RP-BDQN"), ("frontier", "RP-BDQN\nψ: no estimate"),
+                    ("p_vs_n", "BDQN\nψ = 0.774")],
+    "nan_fits": [("frontier", "ψ: no estimate (no estimate)"), ("residuals", "no residuals: no cell has a fitted ψ"),
+                 ("sweep", "no estimate")],
+    "empty": [("frontier", "no cells in the table"), ("residuals", "no residuals: no cell has a fitted ψ"),
+              ("collapse", "no runs in the critical region"), ("sweep", "no fits to show"),
+              ("p_vs_n", "no cells in the table")],
+}
+
+
+@pytest.mark.parametrize("case", sorted(EDGE_TEXTS))
+def test_figures_on_edge_cases_say_what_is_missing(runs, case, tmp_path):
     cells, fits, case_runs = _edge_cases(runs)[case]
-    sweep = _sweep_fits(convergence_table(runs))
+    sweep = _sweep_fits(convergence_table(runs.assign(diverged=False)))
     if case in ("nan_fits", "all_fail"):
         sweep = sweep.assign(psi=np.nan)
     if case == "empty":
         sweep = sweep.iloc[:0]
     kinds = ["boot", "bootrp"] if case == "kind_absent" else None
-    for name, fig in _draw_all(cells, fits, case_runs, sweep, kinds=kinds).items():
+    figures = _draw_all(cells, fits, case_runs, sweep, kinds=kinds)
+    for name, fig in figures.items():
         _assert_written(fig, tmp_path / f"{case}_{name}.png")
+    for name, text in EDGE_TEXTS[case]:
+        shown = " | ".join(_texts(figures[name]))
+        assert text in shown, (name, shown)
+    residual_lines = _series(figures["residuals"].axes[0])
+    if case == "single_cell":  # one cell: one point of one kind
+        assert residual_lines == {"BDQN": 1}, residual_lines
+    if case == "zero_trials":  # cells without trials drop out of the residuals, the rest stay
+        usable = cells[(cells["trials"] > 0)]
+        assert residual_lines["BDQN"] == usable[usable["kind"] == "boot"]["ensemble_size"].nunique()
+    if case in ("all_fail", "nan_fits", "empty"):
+        assert residual_lines == {}, residual_lines
 
 
 def test_frontier_figures_for_every_sweep_variant(runs, tmp_path):

@@ -3,16 +3,19 @@
 A toy workflow (tiny shell rules) runs with `snakemake --profile profiles/slurm`
 on the cluster that `.ci/start_slurm.sh` starts. Checked from SLURM's own
 records (controller log, `scontrol show job`), not just snakemake's word:
-every job went through sbatch; `train_shard` asked for the (fake) GPU; the
+every job went through sbatch; `train_group` asked for the (fake) GPU; the
 profile's group ran `merge_runs` + `fit_psi` as ONE cluster job; a job failing
 on its first attempt was resubmitted by the profile's `retries` and succeeded.
 
-Skipped (with the reason) when no cluster is up, except under CI=true, where a
-missing cluster is a failure. One snakemake run serves all tests (~1 min).
+The cluster is started when it is not up and this user may (root or
+password-less sudo; see slurm_cluster.ensure_slurm). Skipped with the reason
+when it cannot start, except under CI=true, where a missing cluster is a
+failure. One snakemake run serves the toy tests (~1 min).
 """
 
 from __future__ import annotations
 
+import re
 import sys
 import textwrap
 import time
@@ -23,6 +26,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import slurm_cluster as sc  # noqa: E402
+from conftest import run_snakemake  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 PROFILE = REPO / "profiles" / "slurm"
@@ -30,20 +34,21 @@ RUN_TIMEOUT_S = 240
 
 TOY_SNAKEFILE = textwrap.dedent(
     r"""
-    SHARDS = ["0", "1"]
+    GROUPS = ["K2_n4_s0-2_0123456789ab", "K2_n4_s2-4_0123456789ab"]
 
     rule all:
         input: "results/summary.txt"
 
-    # Named like the real rule, so the profile's set-resources apply as well.
-    rule train_shard:
-        output: "results/shards/{shard}.txt"
+    # Named like the real rule, so the profile's set-resources apply as well;
+    # no gpu of its own (the real rule's default, train_gpus: 0): the profile's
+    # `set-resources: train_group: gpu: 1` must ask SLURM for it.
+    rule train_group:
+        output: "results/runs/{group}.txt"
         resources:
-            gpu=1,
             runtime=lambda wc, attempt: 2 * attempt,
             mem_mb=lambda wc, attempt: 200 * attempt,
         shell:
-            "echo shard={wildcards.shard} slurm_job=$SLURM_JOB_ID "
+            "echo group={wildcards.group} slurm_job=$SLURM_JOB_ID "
             "gpus=$CUDA_VISIBLE_DEVICES > {output}"
 
     # Fails on its first attempt only: the profile's `retries` must rerun it.
@@ -59,7 +64,7 @@ TOY_SNAKEFILE = textwrap.dedent(
 
     # merge_runs and fit_psi are in the profile's group "postprocess": one sbatch.
     rule merge_runs:
-        input: expand("results/shards/{shard}.txt", shard=SHARDS), "results/flaky.txt"
+        input: expand("results/runs/{group}.txt", group=GROUPS), "results/flaky.txt"
         output: "results/merged.txt"
         shell: "cat {input} > {output}"
 
@@ -135,13 +140,14 @@ def test_toy_workflow_runs_through_sbatch(toy_run):
     )
     assert toy_run.returncode == 0, f"snakemake failed:\n{toy_run.tail()}"
     w = toy_run.workdir
-    for name in ["shards/0.txt", "shards/1.txt", "flaky.txt", "merged.txt", "summary.txt"]:
+    names = [f"runs/{g}.txt" for g in ("K2_n4_s0-2_0123456789ab", "K2_n4_s2-4_0123456789ab")]
+    for name in [*names, "flaky.txt", "merged.txt", "summary.txt"]:
         assert (w / "results" / name).is_file(), f"missing output results/{name}"
     assert (w / "results" / "summary.txt").read_text().strip() == "3"
 
     # Every job snakemake says it submitted is one SLURM accepted from sbatch.
     ids = sc.snakemake_slurm_ids(toy_run.log)
-    # 2 shards + flaky twice (retry) + 1 group job; nothing ran locally.
+    # 2 training groups + flaky twice (retry) + 1 postprocess group job; nothing ran locally.
     assert len(ids) == 5, f"expected 5 sbatch submissions, snakemake reported {ids}"
     recorded = sc.submitted_job_ids_since(toy_run.t0)
     assert set(ids) <= recorded, f"SLURM recorded {sorted(recorded)}, snakemake {ids}"
@@ -155,19 +161,19 @@ def test_toy_workflow_runs_through_sbatch(toy_run):
         by_rule.setdefault(rec.get("Comment", ""), []).append(jid)
     comments = sorted(by_rule)
 
-    # train_shard: one job per shard, each asking SLURM for the GPU.
-    train = [j for j in jobs if jobs[j]["Comment"].startswith("rule_train_shard")]
+    # train_group: one job per group, each asking SLURM for the GPU (from the profile).
+    train = [j for j in jobs if jobs[j]["Comment"].startswith("rule_train_group")]
     assert len(train) == 2, comments
     for j in train:
         assert jobs[j]["JobState"] == "COMPLETED"
         assert "gpu:1" in jobs[j].get("TresPerJob", ""), jobs[j]
     # ... and the shell command ran inside those SLURM jobs.
-    shard_jobs = set()
-    for shard in ("0", "1"):
-        text = (w / "results" / "shards" / f"{shard}.txt").read_text()
+    group_jobs = set()
+    for name in names:
+        text = (w / "results" / name).read_text()
         fields = dict(kv.split("=", 1) for kv in text.split())
-        shard_jobs.add(int(fields["slurm_job"]))
-    assert shard_jobs == set(train), (shard_jobs, train)
+        group_jobs.add(int(fields["slurm_job"]))
+    assert group_jobs == set(train), (group_jobs, train)
 
     # The profile's group: merge_runs and fit_psi in ONE cluster job.
     group = [j for j in jobs if "postprocess" in jobs[j]["Comment"]]
@@ -204,7 +210,35 @@ def test_profile_keys_are_snakemake_options():
     assert profile["executor"] == "slurm"
     assert profile["slurm-status-command"] == "squeue"
     assert profile["retries"] >= 1
-    assert profile["set-resources"]["train_shard"]["gpu"] == 1
-    # runtime/mem of train_shard come from the workflow's functions of attempt.
-    assert not {"runtime", "mem_mb"} & set(profile["set-resources"]["train_shard"])
+    # the one training rule asks for a GPU whatever the planning machine has
+    assert set(profile["set-resources"]) == {"train_group"}, profile["set-resources"]
+    assert profile["set-resources"]["train_group"]["gpu"] == 1
+    # runtime/mem of train_group come from the workflow's functions of attempt.
+    assert not {"runtime", "mem_mb"} & set(profile["set-resources"]["train_group"])
     assert profile["groups"]["merge_runs"] == profile["groups"]["fit_psi"]
+
+
+@pytest.mark.slurm
+def test_dry_run_of_the_paper_study_asks_a_gpu_for_every_training_job(cluster, workflow_dir):
+    """With the live cluster's tools on PATH (sinfo answers) and no GPU on this
+    machine, every train_group job of the paper study is planned with gpu=1
+    (`sbatch --gpus=1`): the profile decides, not the planning host."""
+    t0 = time.perf_counter()
+    result = run_snakemake(workflow_dir, "-n", "--profile", "profiles/slurm", "--config", "study=paper",
+                           timeout=RUN_TIMEOUT_S)
+    seconds = time.perf_counter() - t0
+    assert result.returncode == 0, result.output[-3000:]
+    resources, inside = [], False
+    for line in result.output.splitlines():
+        stripped = line.strip()
+        if stripped.startswith(("rule ", "localrule ")):
+            inside = stripped.rstrip(":").split()[-1] == "train_group"
+        elif inside and stripped.startswith("resources:"):
+            resources.append(stripped)
+    counts = result.job_counts()
+    assert len(resources) == counts["train_group"] == 468, (counts, resources[:3])
+    assert all(re.search(r"\bgpu=1\b", r) for r in resources), [r for r in resources if "gpu=1" not in r][:3]
+    # only the one training rule trains; nothing was submitted
+    assert not any(rule.startswith("train_") and rule != "train_group" for rule in counts), counts
+    assert not sc.snakemake_slurm_ids(result.output), result.output[-2000:]
+    print(f"\npaper study SLURM dry run: {seconds:.1f} s")

@@ -1,22 +1,37 @@
-"""The real workflow on the one-node SLURM cluster of .ci/start_slurm.sh, with cluster faults.
+"""The real workflow's grouped training path on the one-node SLURM cluster of .ci/start_slurm.sh, with faults.
 
-A small study (one cell, 3 training shards of 2 seeds) runs with
-`snakemake --profile profiles/slurm`. Faults are injected from outside the
-product: a `python` script first on PATH fails the training command of
+A GROUPED study (train_grouping: shape; kinds boot and bootrp at K=2, n=4, so
+each training group holds one kind pair; 6 seeds in shards of 2: three
+groups K2_n4_s0-2_*, K2_n4_s2-4_*, K2_n4_s4-6_*) runs with
+`snakemake --profile profiles/slurm`, one `train_group` job per group.
+Faults are injected from outside the product: a `python` script first on PATH
+fails the training command whose `--out` is the group table
 
-- shard seeds_2-4 on its first attempt only (a marker directory remembers it),
-- shard seeds_4-6 on every attempt,
+- `.../K2_n4_s2-4_*.parquet` on its first attempt only (a marker directory
+  remembers it),
+- `.../K2_n4_s4-6_*.parquet` on every attempt (each waits, bounded, until the
+  flaky group's retry has started: Snakemake submits no new job, retries
+  included, once a job has failed for good),
 
 and otherwise execs the real interpreter. Checked from SLURM's own records
 (controller log, `scontrol show job`): every job went through sbatch; the
-flaky shard's first job FAILED and the profile's `retries` resubmitted it with
-twice the runtime and memory (TimeLimit, MinMemoryNode), and it COMPLETED; the
-always-failing shard failed twice and stopped the study, its log path shown
-in Snakemake's output. Rerun with the same command and the fault gone, only
-that shard trains and the study finishes (merge, tables) through SLURM.
+flaky group's first job FAILED and the profile's `retries` resubmitted it with
+twice the runtime and memory (TimeLimit, MinMemoryNode), and it COMPLETED with
+both kinds' rows; the always-failing group failed twice and stopped the study,
+its log path shown in Snakemake's output. Rerun with the same command and the
+fault gone, only that group trains and the study finishes (merge, tables)
+through SLURM: the runs table holds 2 kinds x 6 seeds, each group table both
+kinds of its seed range.
 
-Skipped with the reason where no cluster is up, except under CI=true, where a
-missing cluster is a failure (as in test_slurm_smoke.py).
+The training jobs run with `--set-resources train_group:gpu=0` (the test node
+fakes ONE gpu; CPU jobs let both CPUs train): test_slurm_smoke.py checks that
+the profile asks SLURM for a GPU. A run is bounded by RUN_TIMEOUT_S; a run
+that times out is interrupted and its SLURM jobs cancelled, and every run's
+leftover jobs are cancelled when it ends.
+
+The cluster is started when it is not up and this user may (see
+slurm_cluster.ensure_slurm); skipped with the reason where it cannot start,
+except under CI=true, where a missing cluster is a failure.
 """
 
 from __future__ import annotations
@@ -38,8 +53,14 @@ from conftest import copy_workflow, write_study_config  # noqa: E402
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
 STUDY = "rslurm"
-TARGETS = [f"results/{STUDY}/{t}" for t in ("convergence.csv", "psi_fit.csv", "kind_comparison.csv")]
-RUN_TIMEOUT_S = 300
+KINDS = ("boot", "bootrp")
+SEEDS = 6
+TARGETS = [f"results/{STUDY}/{t}" for t in
+           ("convergence.csv", "psi_fit.csv", "kind_comparison.csv", "residuals.csv")]
+RUN_TIMEOUT_S = 540
+# Seed ranges of the three groups (group names: K2_n4_s<start>-<stop>_<12 hex>).
+OK, FLAKY, BROKEN = "s0-2", "s2-4", "s4-6"
+GROUP_RE = re.compile(r"K2_n4_(s\d+-\d+)_[0-9a-f]{12}")
 
 
 @pytest.fixture(scope="module")
@@ -56,19 +77,24 @@ def cluster():
         pytest.skip(reason)
 
 
+# str.format template: {marker}, {retried}, {python}; shell braces doubled.
 FAULTY_PYTHON = textwrap.dedent(
     """\
     #!/bin/sh
     # Test fault injection (tests/test_slurm_workflow.py), first on PATH.
     case "$*" in
-      *deepsea_scaling.train*/seeds_4-6.parquet*)
+      *deepsea_scaling.train*"--out "*/K2_n4_s4-6_*.parquet*)
+        # Fail only once the flaky group's retry runs (at most 240 s from now).
+        i=0
+        while [ ! -e {retried} ] && [ "$i" -lt 240 ]; do sleep 1; i=$((i + 1)); done
         echo "injected fault (every attempt) in SLURM job $SLURM_JOB_ID" >&2
         exit 1 ;;
-      *deepsea_scaling.train*/seeds_2-4.parquet*)
+      *deepsea_scaling.train*"--out "*/K2_n4_s2-4_*.parquet*)
         if mkdir {marker} 2>/dev/null; then
           echo "injected fault (first attempt) in SLURM job $SLURM_JOB_ID" >&2
           exit 1
-        fi ;;
+        fi
+        touch {retried} ;;
     esac
     exec {python} "$@"
     """
@@ -76,30 +102,39 @@ FAULTY_PYTHON = textwrap.dedent(
 
 
 class Run:
-    def __init__(self, returncode, log: str, t0: float):
-        self.returncode, self.log, self.t0 = returncode, log, t0
+    def __init__(self, returncode, log: str, t0: float, wall_s: float):
+        self.returncode, self.log, self.t0, self.wall_s = returncode, log, t0, wall_s
+        self._jobs: dict[int, dict[str, str]] | None = None
 
     def tail(self, n: int = 80) -> str:
         return "\n".join(self.log.splitlines()[-n:])
 
     def jobs(self) -> dict[int, dict[str, str]]:
         """SLURM job id -> `scontrol show job` record, for every sbatch of this run."""
-        ids = sc.snakemake_slurm_ids(self.log)
-        recorded = sc.submitted_job_ids_since(self.t0)
-        assert set(ids) <= recorded, f"SLURM recorded {sorted(recorded)}, snakemake {ids}"
-        out = {}
-        for jid in ids:
-            rec = sc.show_job(jid)
-            assert rec is not None, f"SLURM has no record of job {jid} (MinJobAge too short?)"
-            out[jid] = rec
-        return out
+        if self._jobs is None:
+            ids = sc.snakemake_slurm_ids(self.log)
+            recorded = sc.submitted_job_ids_since(self.t0)
+            assert set(ids) <= recorded, f"SLURM recorded {sorted(recorded)}, snakemake {ids}"
+            out = {}
+            for jid in ids:
+                rec = sc.show_job(jid)
+                assert rec is not None, f"SLURM has no record of job {jid} (MinJobAge too short?)"
+                out[jid] = rec
+            self._jobs = out
+        return self._jobs
 
-    def shard_jobs(self, seeds: str) -> list[dict[str, str]]:
-        """Records of the train_shard jobs of shard `seeds` ("2_4"), in submission order."""
+    def group_jobs(self, seeds: str) -> list[tuple[int, dict[str, str]]]:
+        """(SLURM id, record) of the train_group jobs of the group of seed range
+        `seeds` ("s2-4"), in submission order."""
         jobs = self.jobs()
-        return [jobs[j] for j in sorted(jobs)
-                if jobs[j]["Comment"].startswith("rule_train_shard")
-                and jobs[j]["Comment"].endswith(f"_{seeds}")]
+        return [(j, jobs[j]) for j in sorted(jobs)
+                if jobs[j]["Comment"].startswith("rule_train_group_wildcards_")
+                and _seed_range(jobs[j]["Comment"]) == seeds]
+
+
+def _seed_range(text: str) -> str | None:
+    m = GROUP_RE.search(text)
+    return m[1] if m else None
 
 
 def run_study(workdir: Path, config: Path, env: dict) -> Run:
@@ -110,37 +145,55 @@ def run_study(workdir: Path, config: Path, env: dict) -> Run:
         "--slurm-init-seconds-before-status-checks", "5",
         "--latency-wait", "5",
         # the test node fakes ONE gpu: let both CPUs train (test_slurm_smoke checks the gpu)
-        "--set-resources", "train_shard:gpu=0",
+        "--set-resources", "train_group:gpu=0",
         "--configfile", str(config),
     ]
     logfile = workdir / f"snakemake-{time.time_ns()}.out"
     t0 = time.time()
     rc, log = sc.run_snakemake_on_slurm(cmd, workdir, logfile, RUN_TIMEOUT_S, env)
+    # nothing of this run may outlive it (a timed-out run was cancelled already)
+    sc.cancel_run(sc.snakemake_run_uuid(log) or "")
     if rc is None:
         pytest.fail(f"snakemake did not finish within {RUN_TIMEOUT_S} s:\n{log[-4000:]}")
-    return Run(rc, log, t0)
+    return Run(rc, log, t0, time.time() - t0)
+
+
+def _group_tables(wf: Path) -> dict[str, Path]:
+    """seed range ("s2-4") -> that group's table, for the tables present."""
+    found: dict[str, Path] = {}
+    for path in (wf / "results" / STUDY / "runs").glob("*.parquet"):
+        seeds = _seed_range(path.name)
+        assert seeds is not None and GROUP_RE.fullmatch(path.stem), path
+        assert seeds not in found, (found[seeds], path)
+        found[seeds] = path
+    return found
 
 
 @pytest.fixture(scope="module")
 def faulty_then_fixed(cluster, tmp_path_factory, jax_cache_env):
-    """(run with the faults, rerun without them, checkout): about 2 min."""
+    """(run with the faults, rerun without them, checkout): a few minutes."""
     tmp = tmp_path_factory.mktemp("slurm_workflow")
     wf = copy_workflow(tmp / "wf")
+    cell = {"ensemble_sizes": [2], "hardness": [4]}
     config = write_study_config(
         tmp / f"{STUDY}.yaml", STUDY,
-        kinds={"boot": {"ensemble_sizes": [2], "hardness": [4]}}, seeds_per_cell=6,
+        kinds={kind: dict(cell) for kind in KINDS}, seeds_per_cell=SEEDS, shard_size=2,
+        train_grouping="shape",
     )
     bindir = tmp / "bin"
     bindir.mkdir()
     wrapper = bindir / "python"
-    wrapper.write_text(FAULTY_PYTHON.format(marker=tmp / "failed_once", python=sys.executable))
+    wrapper.write_text(FAULTY_PYTHON.format(marker=tmp / "failed_once", retried=tmp / "retried",
+                                            python=sys.executable))
     wrapper.chmod(0o755)
     faulty = run_study(wf, config, {**jax_cache_env, "PATH": f"{bindir}{os.pathsep}{os.environ['PATH']}"})
-    # the job logs as the faulty run left them (the rerun rewrites one)
+    # the job logs and group tables as the faulty run left them (the rerun adds to them)
     faulty.job_logs = {str(p.relative_to(wf)): p.read_text(errors="replace")
                        for p in (wf / "logs" / STUDY / "train").rglob("*.log")}
+    faulty.tables = {seeds: p.stat().st_mtime_ns for seeds, p in _group_tables(wf).items()}
     faulty.merged = (wf / "results" / STUDY / "runs.parquet").exists()
     fixed = run_study(wf, config, jax_cache_env)
+    print(f"\nSLURM grouped study: faulty run {faulty.wall_s:.0f} s, rerun {fixed.wall_s:.0f} s")
     return faulty, fixed, wf
 
 
@@ -160,49 +213,79 @@ def _mem_mb(value: str) -> float:
     return float(m[1]) * {"K": 1 / 1024, "": 1, "M": 1, "G": 1024, "T": 1024**2}[m[2]]
 
 
+def _kinds_and_seeds(table: pd.DataFrame) -> dict[str, list[int]]:
+    return {kind: sorted(int(s) for s in rows["seed"]) for kind, rows in table.groupby("kind")}
+
+
+def test_study_plans_three_groups_of_one_kind_pair(faulty_then_fixed):
+    faulty, _, _ = faulty_then_fixed
+    comments = [r["Comment"] for r in faulty.jobs().values() if "train_group" in r["Comment"]]
+    names = {GROUP_RE.search(c)[0] for c in comments}
+    assert sorted(_seed_range(n) for n in names) == [OK, FLAKY, BROKEN], comments
+    # one job per group and attempt: ok once, flaky and broken twice
+    assert sorted(_seed_range(c) for c in comments) == sorted([OK, FLAKY, FLAKY, BROKEN, BROKEN]), comments
+
+
 def test_first_attempt_failure_is_retried_with_more_runtime_and_memory(faulty_then_fixed):
     faulty, _, wf = faulty_then_fixed
-    first, retry = faulty.shard_jobs("2_4")  # exactly two sbatch jobs for the flaky shard
+    (first_id, first), (retry_id, retry) = faulty.group_jobs(FLAKY)  # exactly two sbatch jobs
     assert first["JobState"] == "FAILED" and first["ExitCode"].startswith("1:"), first
     assert retry["JobState"] == "COMPLETED", retry
     assert _minutes(retry["TimeLimit"]) == 2 * _minutes(first["TimeLimit"]), (first, retry)
     assert _mem_mb(retry["MinMemoryNode"]) == 2 * _mem_mb(first["MinMemoryNode"]), (first, retry)
-    shard = next((wf / "results" / STUDY / "runs").rglob("seeds_2-4.parquet"))
-    assert sorted(pd.read_parquet(shard)["seed"]) == [2, 3]
-    (ok,) = faulty.shard_jobs("0_2")
+    # the retry wrote the group's table (kept through the rerun): both kinds, seeds 2 and 3
+    assert FLAKY in faulty.tables, faulty.tables
+    table = pd.read_parquet(_group_tables(wf)[FLAKY])
+    assert _kinds_and_seeds(table) == {kind: [2, 3] for kind in KINDS}
+    assert _group_tables(wf)[FLAKY].stat().st_mtime_ns == faulty.tables[FLAKY]
+    ((_, ok),) = faulty.group_jobs(OK)
     assert ok["JobState"] == "COMPLETED", ok
 
 
 def test_always_failing_job_stops_the_study_showing_its_log(faulty_then_fixed):
     faulty, _, wf = faulty_then_fixed
     assert faulty.returncode not in (0, None), faulty.tail()
-    attempts = faulty.shard_jobs("4_6")
-    assert [a["JobState"] for a in attempts] == ["FAILED", "FAILED"], attempts
-    (log_path,) = [p for p in faulty.job_logs if p.endswith("/seeds_4-6.log")]
+    attempts = faulty.group_jobs(BROKEN)
+    assert [r["JobState"] for _, r in attempts] == ["FAILED", "FAILED"], attempts
+    assert BROKEN not in faulty.tables, faulty.tables
+    (log_path,) = [p for p in faulty.job_logs if _seed_range(p) == BROKEN]
+    assert re.fullmatch(rf"logs/{STUDY}/train/K2_n4_s4-6_[0-9a-f]{{12}}\.log", log_path), log_path
     # shown in Snakemake's output as the failed job's log, for both attempts
     error_logs = [line for line in faulty.log.splitlines()
                   if line.strip().startswith("log:") and "check log file(s) for error" in line]
     assert sum(log_path in line for line in error_logs) == 2, faulty.tail()
     # the log is the job's own: the last attempt's SLURM job wrote it
-    last_id = max(j for j, r in faulty.jobs().items() if r["Comment"].endswith("_4_6"))
+    last_id = attempts[-1][0]
     assert f"injected fault (every attempt) in SLURM job {last_id}" in faulty.job_logs[log_path]
     # the study stopped: nothing was merged, no post-processing job submitted
     assert not any("postprocess" in r["Comment"] for r in faulty.jobs().values())
     assert not faulty.merged
 
 
-def test_rerun_trains_only_the_failed_shard_and_finishes_through_sbatch(faulty_then_fixed):
-    _, fixed, wf = faulty_then_fixed
+def test_rerun_trains_only_the_failed_group_and_finishes_through_sbatch(faulty_then_fixed):
+    faulty, fixed, wf = faulty_then_fixed
     assert fixed.returncode == 0, fixed.tail()
     jobs = fixed.jobs()  # also: every one of them is in SLURM's submission records
     comments = sorted(r["Comment"] for r in jobs.values())
     assert len(jobs) == 2, comments
-    assert [r["Comment"].endswith("_4_6") for r in jobs.values() if "train_shard" in r["Comment"]] == [True]
+    trained = [_seed_range(c) for c in comments if c.startswith("rule_train_group")]
+    assert trained == [BROKEN], comments
     assert sum("postprocess" in c for c in comments) == 1, comments
     assert all(r["JobState"] == "COMPLETED" for r in jobs.values()), jobs
     for rec in jobs.values():
         assert Path(rec["WorkDir"]).resolve() == wf.resolve()
+    # the groups the faulty run finished were not rewritten
+    tables = _group_tables(wf)
+    assert sorted(tables) == sorted([OK, FLAKY, BROKEN])
+    for seeds in (OK, FLAKY):
+        assert tables[seeds].stat().st_mtime_ns == faulty.tables[seeds], seeds
+    # each group table: both kinds of its seed range
+    for seeds, path in tables.items():
+        start, stop = (int(x) for x in seeds[1:].split("-"))
+        assert _kinds_and_seeds(pd.read_parquet(path)) == {kind: list(range(start, stop)) for kind in KINDS}, path
+    # the study's runs table: 2 kinds x 6 seeds
     runs = pd.read_parquet(wf / "results" / STUDY / "runs.parquet")
-    assert sorted(runs["seed"]) == list(range(6))
+    assert len(runs) == len(KINDS) * SEEDS
+    assert _kinds_and_seeds(runs) == {kind: list(range(SEEDS)) for kind in KINDS}
     for table in TARGETS:
         assert (wf / table).stat().st_size > 0, table

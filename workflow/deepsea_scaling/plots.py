@@ -54,8 +54,9 @@ def kind_color(kind: str) -> str:
     return OKABE_ITO[2 + zlib.crc32(str(kind).encode()) % 5]
 
 
-def kind_label(kind: str) -> str:
-    return KIND_LABELS.get(kind, str(kind))
+def kind_label(kind: str | None) -> str:
+    """The kind's name in figures; "" for None (a table without cells)."""
+    return "" if kind is None else KIND_LABELS.get(kind, str(kind))
 
 
 def _ordered_kinds(kinds) -> list[str]:
@@ -234,7 +235,7 @@ def plot_frontier_and_heatmaps(cells: pd.DataFrame, fits: pd.DataFrame | None, k
             have = cells[cells["trials"] > 0] if len(cells) else cells
             multi = have[have["ensemble_size"] > 1]["kind"].unique() if len(have) else []
             kinds = _ordered_kinds(multi if len(multi) else have["kind"].unique() if len(have) else [])
-        kinds = list(kinds) or ["(none)"]
+        kinds = list(kinds) or [None]
         width = min(PAGE_WIDTH, 0.4 + 3.3 * len(kinds))
         fig = _new_figure(fig, (width, 4.6))
         axes = fig.subplots(2, len(kinds), squeeze=False)
@@ -250,7 +251,7 @@ def plot_frontier_and_heatmaps(cells: pd.DataFrame, fits: pd.DataFrame | None, k
             top, bottom = axes[0, j], axes[1, j]
             top.set_title(f"{kind_label(kind)}\n{_psi_text(fit)}")
             if len(c) == 0:
-                _note(top, f"no cells for {kind_label(kind)}")
+                _note(top, f"no cells for {kind_label(kind)}" if kind else "no cells in the table")
                 _note(bottom, "nothing to fit")
                 continue
             mesh = _heatmap(top, c, norm, cmap)
@@ -323,7 +324,7 @@ def plot_collapse(runs: pd.DataFrame, critical_region: Mapping[str, float], fig:
         sel = runs[(runs["hardness"] >= r["n_min"]) & (runs["hardness"] <= r["n_max"])
                    & (runs["ensemble_size"] >= r["k_min"]) & (runs["ensemble_size"] <= r["k_max"])]
         sel = sel[~sel["kind"].isin(K1_ONLY_KINDS)]
-        kinds = _ordered_kinds(sel["kind"].unique()) or ["(none)"]
+        kinds = _ordered_kinds(sel["kind"].unique()) or [None]
         fig = _new_figure(fig, (min(PAGE_WIDTH, 0.3 + 2.6 * len(kinds)), 2.3))
         axes = fig.subplots(1, len(kinds), squeeze=False, sharey=True)[0]
         region = f"{r['n_min']:g} ≤ n ≤ {r['n_max']:g}, {r['k_min']:g} ≤ K ≤ {r['k_max']:g}"
@@ -435,7 +436,7 @@ def plot_probability_vs_n(cells: pd.DataFrame, fits: pd.DataFrame | None, fig: F
         have = cells[cells["trials"] > 0] if len(cells) else cells
         if kinds is None:
             kinds = _ordered_kinds(k for k in have["kind"].unique() if k not in K1_ONLY_KINDS) if len(have) else []
-        kinds = list(kinds) or ["(none)"]
+        kinds = list(kinds) or [None]
         fig = _new_figure(fig, (min(PAGE_WIDTH, 0.6 + 3.0 * len(kinds)), 2.6))
         axes = fig.subplots(1, len(kinds), squeeze=False, sharey=True)[0]
         all_k = np.sort(have[~have["kind"].isin(K1_ONLY_KINDS)]["ensemble_size"].unique()) if len(have) else []
@@ -451,7 +452,7 @@ def plot_probability_vs_n(cells: pd.DataFrame, fits: pd.DataFrame | None, fig: F
             fit = _fit_row(fits, kind)
             ax.set_title(f"{kind_label(kind)}\n{_psi_text(fit)}")
             if len(c) == 0:
-                _note(ax, f"no cells for {kind_label(kind)}")
+                _note(ax, f"no cells for {kind_label(kind)}" if kind else "no cells in the table")
                 continue
             n_lo = c["hardness"].min()
             ax.set_xlim(n_lo - 1, n_right + 1)

@@ -186,3 +186,11 @@ def test_unknown_study_name(config):
     bad = dict(config, study="nope")
     with pytest.raises(S.StudyError, match=r"^study: 'nope' is not defined; choose one of .*tiny"):
         S.load_all_studies(bad)
+
+
+def test_sweep_of_a_tuple_field_gives_a_usable_variant_name(config):
+    c = tiny_config(config, sweep={"hidden_sizes": {"values": [[32, 32], "16,16,16"]}})
+    study = S.load_study(c, "tiny")
+    assert study.variants == ("default", "hidden_sizes=32x32", "hidden_sizes=16x16x16")
+    cell = next(c for c in study.cells() if c.variant == "hidden_sizes=16x16x16")
+    assert cell.config.hidden_sizes == (16, 16, 16)

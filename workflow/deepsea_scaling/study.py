@@ -333,9 +333,9 @@ def _sweep_variants(param: str, sweep: Any, kinds: tuple[str, ...], where: str):
 
 
 def variant_name(param: str, value: Any) -> str:
-    """`learning_rate=0.0005`: the path component of a sweep value."""
-    if isinstance(value, tuple):
-        value = ",".join(str(v) for v in value)
+    """`learning_rate=0.0005`, `hidden_sizes=32x32`: the path component of a sweep value."""
+    if isinstance(value, tuple):  # "x", not ",": the name is a path component and a wildcard value
+        value = "x".join(str(v) for v in value)
     elif isinstance(value, bool):
         value = str(value).lower()
     return f"{param}={value!r}" if isinstance(value, float) else f"{param}={value}"

@@ -22,6 +22,7 @@ resource_scopes:
 
 include: "workflow/rules/common.smk"
 include: "workflow/rules/train.smk"
+include: "workflow/rules/design.smk"
 include: "workflow/rules/aggregate.smk"
 include: "workflow/rules/plots.smk"
 

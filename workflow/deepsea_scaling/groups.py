@@ -82,12 +82,11 @@ class TrainGroup:
 def train_groups(study: Study, cells: Iterable[Cell] | None = None) -> list[TrainGroup]:
     """The training jobs of `cells` (default: every cell of the study), in cell order."""
     cells = study.cells() if cells is None else list(cells)
+    alone = study.train_grouping == "cell" or study.sequential
     buckets: dict[tuple, list[Cell]] = {}
     for cell in cells:
         for start, stop in study.shards():
-            key = (program_signature(cell.config), start, stop)
-            if study.train_grouping == "cell":
-                key = (cell.hash, start, stop)
+            key = (cell.hash, start, stop) if alone else (program_signature(cell.config), start, stop)
             buckets.setdefault(key, []).append(cell)
     return [TrainGroup(study.name, tuple(members), key[-2], key[-1]) for key, members in buckets.items()]
 

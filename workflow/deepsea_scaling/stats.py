@@ -507,3 +507,30 @@ def residuals_by_k(cells: pd.DataFrame, fits: pd.DataFrame) -> pd.DataFrame:
     out = (c.groupby(keys, sort=True)["residual"]
            .agg(mean_residual="mean", sd_residual="std", n_cells="size").reset_index())
     return out
+
+
+# ------------------------------------------------------ DESIGN DECISIONS
+ASSUMED_P = {"assumed_solved": 1.0, "assumed_unsolved": 0.0}
+
+
+def with_decisions(cells: pd.DataFrame, decisions: pd.DataFrame) -> pd.DataFrame:
+    """A convergence table with the cells a sequential design did not train.
+
+    decisions: one row per cell of the grid (study, variant, kind,
+    ensemble_size, hardness, decision), `rounds.plan_round`'s. Adds columns
+    `decision` (trained, assumed_solved, assumed_unsolved, not_trained) and
+    `p_assumed` (the P the research code's protocol assumed for a cell it
+    skipped: 1 or 0; NaN otherwise). Skipped cells get trials = 0 (so no fit
+    reads them) and p_hat NaN.
+    """
+    keys = [k for k in CELL_KEYS if k in cells.columns and k in decisions.columns]
+    out = cells.assign(decision="trained", p_assumed=np.nan)
+    skipped = decisions[decisions["decision"] != "trained"]
+    skipped = skipped.merge(cells[keys], on=keys, how="left", indicator=True)
+    skipped = skipped[skipped["_merge"] == "left_only"]
+    extra = skipped[keys].assign(trials=0, successes=0, p_hat=np.nan, p_low=np.nan, p_high=np.nan,
+                                 decision=skipped["decision"].to_numpy(),
+                                 p_assumed=skipped["decision"].map(ASSUMED_P).to_numpy())
+    if "diverged" in out.columns:
+        extra["diverged"] = 0
+    return pd.concat([out, extra], ignore_index=True).sort_values(keys, kind="stable").reset_index(drop=True)

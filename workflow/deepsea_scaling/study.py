@@ -59,6 +59,9 @@ class Study:
     critical_region: Mapping[str, int]
     _cells: tuple[Cell, ...] = field(repr=False)
     train_grouping: str = "cell"
+    design: str = "grid"  # designs.DESIGNS: grid, reference or frontier
+    reference_limit: int = 3  # reference design: a K row stops after this many cells without a discovery
+    frontier: Mapping[str, Any] = field(default_factory=dict)  # frontier design: FrontierSettings overrides
 
     def cells(self) -> list[Cell]:
         """Every cell of the study, kinds in config order, then variant, K, n."""
@@ -74,6 +77,20 @@ class Study:
     @property
     def is_sweep(self) -> bool:
         return len(self.variants) > 1
+
+    @property
+    def sequential(self) -> bool:
+        """True when later cells depend on earlier outcomes (trained round by round)."""
+        from .designs import DESIGNS
+
+        return DESIGNS[self.design].sequential
+
+    def frontier_settings(self):
+        """The frontier design's settings: the study's `frontier:` keys over the defaults."""
+        from .designs import FrontierSettings
+
+        settings = {k: tuple(v) if isinstance(v, list) else v for k, v in self.frontier.items()}
+        return FrontierSettings(**{"episodes": self.num_episodes, **settings})
 
     def caption(self) -> str:
         """A line for figure captions: budget, seeds and number of cells."""
@@ -215,7 +232,20 @@ def load_study(config: Mapping[str, Any], name: str) -> Study:
         critical_region=region,
         _cells=tuple(cells),
         train_grouping=str(spec.get("train_grouping", "cell")),
+        design=str(spec.get("design", "grid")),
+        reference_limit=int(spec.get("reference_limit", 3)),
+        frontier=_frontier(spec.get("frontier") or {}, seeds, shard_size, f"{where}.frontier"),
     )
+
+
+def _frontier(settings: Mapping, seeds: int, shard_size: int, where: str) -> dict:
+    """The frontier keys, checked against the seeds and shards they ask for."""
+    for key in ("pilot_seeds", "seeds", "boundary_seeds"):
+        value = settings.get(key)
+        if value is not None and (value > seeds or value % shard_size):
+            raise StudyError(f"{where}.{key}: {value} is invalid; give a multiple of shard_size={shard_size} "
+                             f"that is at most seeds_per_cell={seeds}")
+    return dict(settings)
 
 
 def load_all_studies(config: Mapping[str, Any]) -> dict[str, Study]:

@@ -21,6 +21,7 @@ rule merge_runs:
 rule convergence_table:
     input:
         runs="results/{study}/runs.parquet",
+        decisions=decisions_of_study,
     output:
         cells=report(
             "results/{study}/convergence.csv",

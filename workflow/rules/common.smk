@@ -1,6 +1,7 @@
-import copy
+import json
 import shlex
 import sys
+from argparse import Namespace
 from pathlib import Path
 
 import yaml
@@ -14,6 +15,7 @@ if PACKAGE_DIR not in sys.path:
     sys.path.insert(0, PACKAGE_DIR)
 
 from deepsea_scaling import groups as groups_lib
+from deepsea_scaling import rounds as rounds_lib
 from deepsea_scaling import study as study_lib
 
 # ------------------------------------------------------------ config checks
@@ -34,9 +36,16 @@ STUDIES = study_lib.load_all_studies(config)
 STUDY = STUDIES[config["study"]]
 
 # Every study's training jobs, by study and group name (a few ms per study).
+# A sequential design trains a subset, round by round; its groups are the
+# study's cells' shards, one each, so they are known before any round runs.
 GROUPS = {
     name: groups_lib.groups_by_name(groups_lib.train_groups(study))
     for name, study in STUDIES.items()
+}
+GROUP_OF_UNIT = {
+    name: {(g.cells[0].hash, g.start, g.stop): g for g in groups.values()}
+    for name, groups in GROUPS.items()
+    if STUDIES[name].sequential
 }
 
 
@@ -87,6 +96,7 @@ def get_final_output():
 
 def study_outputs(study):
     outputs = [f"results/{study.name}/{table}" for table in TABLES]
+    outputs += decisions_of_study(Namespace(study=study.name))
     figures = FIGURES + (SWEEP_FIGURES if study.is_sweep else [])
     outputs += [f"plots/{study.name}/{figure}.png" for figure in figures]
     outputs += [
@@ -122,18 +132,83 @@ def group_mem_mb(wildcards, attempt):
     return group_of(wildcards).mem_mb(attempt)
 
 
+# --------------------------------------------------- sequential designs
+def _plan_path(study, round_index):
+    """The plan of a round; IncompleteCheckpointException (handled by Snakemake) until it exists."""
+    return checkpoints.plan_round.get(study=study, round=str(round_index)).output.plan
+
+
+def _read_plan(path):
+    with open(path) as f:
+        return json.load(f)
+
+
+def _unit_tables(study, units):
+    return [GROUP_OF_UNIT[study][tuple(unit)].table for unit in units]
+
+
+def previous_plan(wildcards):
+    """Round r's predecessor's plan (none for the first round)."""
+    r = int(wildcards.round)
+    return [] if r == 0 else [_plan_path(wildcards.study, r - 1)]
+
+
+def tables_before_round(wildcards):
+    """The group tables of every unit planned before round r."""
+    r = int(wildcards.round)
+    if r == 0:
+        return []
+    plan = _read_plan(_plan_path(wildcards.study, r - 1))
+    return _unit_tables(wildcards.study, plan["trained"])
+
+
+def final_plan(wildcards):
+    """The first plan that says the design is done (rounds are checkpoints: one at a time)."""
+    study = study_of(wildcards)
+    for r in range(rounds_lib.MAX_ROUNDS + 1):
+        path = _plan_path(study.name, r)
+        if _read_plan(path)["done"]:
+            return path
+    raise study_lib.StudyError(
+        f"studies.{study.name}: design {study.design} not done after {rounds_lib.MAX_ROUNDS} rounds"
+    )
+
+
+def design_settings(wildcards):
+    """What a round's plan depends on besides the tables (a change replans)."""
+    study = study_of(wildcards)
+    return {
+        "design": study.design,
+        "reference_limit": study.reference_limit,
+        "frontier": dict(study.frontier),
+        "cells": [c.hash for c in study.cells()],
+        "shards": study.shards(),
+    }
+
+
+def trained_groups(study):
+    """The groups a study trains: all of a grid; those of the final plan of a sequential design."""
+    if not study.sequential:
+        return list(GROUPS[study.name].values())
+    plan = _read_plan(final_plan(Namespace(study=study.name)))
+    return [GROUP_OF_UNIT[study.name][tuple(unit)] for unit in plan["trained"]]
+
+
 # ------------------------------------------------------ aggregation inputs
 def group_tables_of_study(wildcards):
-    """Every group table of the study, all kinds, variants and cells."""
-    return [group.table for group in GROUPS[study_of(wildcards).name].values()]
+    """Every group table the study trains, all kinds, variants and cells."""
+    return [group.table for group in trained_groups(study_of(wildcards))]
 
 
 def expected_rows_of_study(wildcards):
     """group table -> [[config hash, start, stop, variant], ...]: what merge_runs checks."""
-    return {
-        group.table: group.expected_rows()
-        for group in GROUPS[study_of(wildcards).name].values()
-    }
+    return {group.table: group.expected_rows() for group in trained_groups(study_of(wildcards))}
+
+
+def decisions_of_study(wildcards):
+    """A sequential design's decisions table (skipped cells and what was assumed); none for a grid."""
+    study = study_of(wildcards)
+    return [f"results/{study.name}/design/decisions.csv"] if study.sequential else []
 
 
 def figure_caption(wildcards):

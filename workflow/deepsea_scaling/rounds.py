@@ -1,0 +1,116 @@
+"""A study's design, round by round: which seed shards of which cells to train next.
+
+The designs themselves (`designs.py`) speak of cells (kind, K, n) and seed
+counts; this module maps them onto a study's cells (per sweep variant, with
+their config hashes) and seed shards, which is what the workflow trains. A
+round's *plan* is a plain dict, written as JSON by the workflow's checkpoint
+`plan_round`:
+
+    {"round": r, "done": bool, "units": [[hash, start, stop], ...],   # new this round
+     "trained": [[hash, start, stop], ...],                           # every unit so far
+     "decisions": [{"variant", "kind", "ensemble_size", "hardness", "hash", "decision"}, ...]}
+
+`decisions` is filled when the plan is done: every cell of the grid, with
+`trained`, `assumed_solved`, `assumed_unsolved` (the reference protocol's
+skips, with the value it assumed) or `not_trained` (frontier). Units of a
+round never repeat a unit already trained: a rerun or a later round reuses it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+from . import designs
+from .study import Cell, Study
+
+NOT_TRAINED = "not_trained"
+MAX_ROUNDS = 200  # a guard for the workflow's loop over checkpoints; no design comes near it
+
+
+def outcomes(rows: Iterable[Mapping]) -> dict[str, tuple[int, int]]:
+    """config hash -> (successes, trials) from run-table rows (diverged runs count as failures)."""
+    found: dict[str, list[int]] = {}
+    for row in rows:
+        s_t = found.setdefault(str(row["config_hash"]), [0, 0])
+        s_t[0] += int(bool(row["discovered"]) and not bool(row.get("diverged", False)))
+        s_t[1] += 1
+    return {h: (s, t) for h, (s, t) in found.items()}
+
+
+def _by_variant(study: Study) -> dict[str, list[Cell]]:
+    cells: dict[str, list[Cell]] = {}
+    for cell in study.cells():
+        cells.setdefault(cell.variant, []).append(cell)
+    return cells
+
+
+def _units(study: Study, cell: Cell, seeds: int, have: int = 0) -> list[list]:
+    """Shards of `cell` that bring it from `have` to at least `seeds` seeds."""
+    return [[cell.hash, a, b] for a, b in study.shards() if b > have and a < seeds]
+
+
+def plan_round(study: Study, round_index: int, outcome: Mapping[str, tuple[int, int]],
+               trained: Iterable[Iterable]) -> dict:
+    """The plan of round `round_index` given the outcomes (by config hash) of the units `trained`."""
+    trained = [list(u) for u in trained]
+    seeds_of = {}
+    for h, a, b in trained:
+        seeds_of[h] = max(seeds_of.get(h, 0), int(b))
+    new: list[list] = []
+    decisions: list[dict] = []
+    done = True
+    for variant, cells in _by_variant(study).items():
+        for kind in dict.fromkeys(c.kind for c in cells):
+            mine = [c for c in cells if c.kind == kind]
+            units, kind_done, kind_decisions = _plan_kind(study, mine, round_index, outcome, seeds_of)
+            new += [u for u in units if u not in trained]
+            done &= kind_done
+            decisions += kind_decisions
+    if new:
+        done = False
+    plan = {"round": round_index, "done": done, "units": new, "trained": trained + new, "decisions": []}
+    if done:
+        plan["decisions"] = decisions
+    if round_index >= MAX_ROUNDS and not done:
+        raise RuntimeError(f"study {study.name}: design {study.design} still open after {MAX_ROUNDS} rounds")
+    return plan
+
+
+def _plan_kind(study: Study, cells: list[Cell], round_index: int, outcome, seeds_of) -> tuple[list, bool, list]:
+    """(new units, done, decisions) of one kind of one variant."""
+    by_key = {(c.kind, c.ensemble_size, c.hardness): c for c in cells}
+    ks = sorted({c.ensemble_size for c in cells})
+    ns = sorted({c.hardness for c in cells})
+    known = {key: outcome[c.hash] for key, c in by_key.items() if c.hash in outcome and seeds_of.get(c.hash)}
+    kind = cells[0].kind
+
+    def row(c: Cell, decision: str) -> dict:
+        return {"variant": c.variant, "kind": c.kind, "ensemble_size": c.ensemble_size,
+                "hardness": c.hardness, "hash": c.hash, "decision": decision}
+
+    if study.design == "grid" or (study.design == "frontier" and len(ks) == 1 and ks[0] == 1):
+        # every cell at once (also a frontier study's K = 1 baseline, cheap and with no K to fit)
+        units = [u for c in cells for u in _units(study, c, study.seeds_per_cell, seeds_of.get(c.hash, 0))]
+        return units, not units, [row(c, designs.TRAINED) for c in cells]
+
+    if study.design == "reference":
+        state = designs.reference_protocol([kind], ks, ns, study.reference_limit, known)
+        if state.done:
+            return [], True, [row(by_key[d.cell], d.action) for d in state.decisions]
+        wanted = designs.speculative_round([kind], ks, ns, study.reference_limit, known,
+                                           trials=study.seeds_per_cell)
+        units = [u for key in wanted for u in _units(study, by_key[key], study.seeds_per_cell,
+                                                        seeds_of.get(by_key[key].hash, 0))]
+        return units, False, []
+
+    settings = study.frontier_settings()
+    if round_index == 0:
+        wanted = designs.frontier_pilot(kind, ks, ns, settings)
+        stop = False
+    else:
+        plan = designs.frontier_round(kind, ks, ns, known, round_index, settings)
+        wanted, stop = plan.seeds, plan.stop
+    units = [u for key, seeds in wanted.items()
+             for u in _units(study, by_key[key], seeds, seeds_of.get(by_key[key].hash, 0))]
+    decisions = [row(c, designs.TRAINED if seeds_of.get(c.hash) else NOT_TRAINED) for c in cells]
+    return units, stop and not units, decisions

@@ -1,0 +1,42 @@
+# Sequential study designs (design: reference | frontier): each round is a
+# checkpoint. Round r reads the run tables of every unit trained so far (the
+# groups its predecessor planned), asks the design which cells' seed shards to
+# train next, and writes its plan; Snakemake then re-evaluates the DAG and
+# trains those groups with train_group. A rerun after an interruption finds the
+# finished rounds' plans and tables and trains nothing that exists.
+checkpoint plan_round:
+    input:
+        previous=previous_plan,
+        tables=tables_before_round,
+    output:
+        plan="results/{study}/design/round_{round}.json",
+    log:
+        "logs/{study}/design/round_{round}.log",
+    wildcard_constraints:
+        round=r"\d+",
+    conda:
+        "../../envs/deepsea.yaml"
+    params:
+        round="{round}",
+        design=design_settings,
+        study=study_of,
+    script:
+        "../scripts/plan_round.py"
+
+
+rule design_decisions:
+    input:
+        plan=final_plan,
+    output:
+        decisions=report(
+            "results/{study}/design/decisions.csv",
+            caption="../report/decisions.rst",
+            category="Tables",
+            subcategory="{study}",
+        ),
+    log:
+        "logs/{study}/design/decisions.log",
+    conda:
+        "../../envs/deepsea.yaml"
+    script:
+        "../scripts/design_decisions.py"

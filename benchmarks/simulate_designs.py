@@ -94,6 +94,8 @@ def main() -> None:
             rows.append(summarise(design, kind, df, psi, target))
             per_study.append(df.assign(design=design, kind=kind))
             cost[design, kind] = df["cost_h"].to_numpy()
+    rounds = {d: np.maximum.reduce([r.loc[r.design == d, "rounds"].to_numpy() for r in per_study if (r.design == d).any()])
+              for d in ("grid", "reference", "frontier")}
     wall = time.time() - start
 
     table = pd.DataFrame(rows)
@@ -113,6 +115,9 @@ def main() -> None:
                            "frontier / reference": mean["frontier"] / mean["reference"],
                            "frontier / reference, worst study": per.max()})
     print(pd.DataFrame(ratio_rows).to_markdown(index=False, floatfmt=".3g"))
+    print("\nRounds of a whole study (kinds planned in parallel, so the larger of the two; frontier after its pilot):\n")
+    print(pd.DataFrame([{"design": d, "rounds mean": r.mean(), "rounds max": r.max()} for d, r in rounds.items()])
+          .to_markdown(index=False, floatfmt=".2g"))
     print(f"\nwall time {wall:.0f} s on {cpu_model()}")
     if args.csv:
         pd.concat(per_study, ignore_index=True).to_csv(args.csv, index=False)

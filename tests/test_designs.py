@@ -121,6 +121,15 @@ def test_speculative_rounds_make_the_protocols_decisions(case):
     assert rounds <= len(sequential.cells(T))
 
 
+def test_speculative_round_plans_each_kind_alone():
+    """Kinds planned together = each planned alone (simulations plan one kind at a time)."""
+    known = {c: v for c, v in OUTCOME.items() if c[1] == 1}
+    both = D.speculative_round(["a", "b"], KS, NS, 3, known, trials=TRIALS)
+    assert both == D.speculative_round(["a"], KS, NS, 3, known, trials=TRIALS) + \
+        D.speculative_round(["b"], KS, NS, 3, known, trials=TRIALS)
+    assert ("a", 2, 3) in both and ("b", 2, 3) in both  # each kind's next cell
+
+
 # ----------------------------------------------------------------- FAST FIT
 def test_fit_cells_equals_fit_psi():
     cells = simulate_cells({"boot": 0.8}, PAPER_KS, PAPER_NS, trials=32, seed=5, overdispersion=0.1, replicates=3)

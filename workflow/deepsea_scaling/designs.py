@@ -20,6 +20,7 @@ asking for more seeds of a cell means training only the missing ones.
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass, field
 from typing import Iterable, Mapping, Sequence
 
@@ -178,10 +179,11 @@ def speculative_round(kinds: Sequence[str], ensemble_sizes: Sequence[int], hardn
     K = np.array(ks)[:, None] * np.ones(len(ns), dtype=int)
     N = np.ones(len(ks), dtype=int)[:, None] * np.array(ns)
     chosen = []
-    for kind_index, kind in enumerate(kinds):
+    for kind in kinds:
         if not any(c[0] == kind for c in state.next_cells):
             continue
-        rng = np.random.default_rng([seed, kind_index, len(outcome)])
+        # Seeded by the kind's own state only, so a kind plans the same alone or with others.
+        rng = np.random.default_rng([seed, zlib.crc32(kind.encode()), sum(c[0] == kind for c in outcome)])
         s = np.zeros(K.shape)
         t = np.full(K.shape, float(trials))
         known = np.zeros(K.shape, dtype=bool)

@@ -332,6 +332,11 @@ class FrontierSettings:
     min_efficiency: float = 0.1                # never buy information at < this × the best rate on offer
     level: float = 0.95
     p_mid: tuple = (0.1, 0.9)                  # coverage: cells with P in this range count
+    # Cells with t·P(1 − P) ≥ 1 estimate the dispersion that scales the quasi
+    # interval; with few, a study that stops as soon as the interval is narrow
+    # enough stops when the dispersion happens to be underestimated (simulated
+    # coverage 0.85 for bootrp studies that took 2-3 rounds with no minimum).
+    min_informative: int = 40
     psi_fallback: tuple = (0.6, 0.95)          # ψ guesses when every cell failed / succeeded
 
 
@@ -420,8 +425,15 @@ def frontier_round(kind: str, ensemble_sizes: Sequence[int], hardness: Sequence[
     trained = [kn for kn, (s, t) in have.items() if t > 0]
     gaps = coverage_gaps(psi, ks, ns, trained, settings.p_mid) if fit.ok else [(min(ns), max(ns))]
     coverage_ok = fit.ok and not gaps
-    if round_index > settings.max_rounds or (fit.ok and fit.half_width < settings.target_half_width and coverage_ok):
+    informative = sum(t * p * (1 - p) >= 1 for (k, n), (_, t) in have.items() if k > 1
+                      for p in [float(predicted_probability(psi, k, n))])
+    if round_index > settings.max_rounds or (fit.ok and fit.half_width < settings.target_half_width and coverage_ok
+                                             and informative >= settings.min_informative):
         return FrontierPlan({}, {}, fit, True, coverage_ok)
+    # the coverage gaps under ψ̂ and ψ̂·exp(±2 se), so that the next fit's quarters are covered too
+    if fit.ok:
+        for shifted in (psi * np.exp(-2 * spread), psi * np.exp(2 * spread)):
+            gaps += [g for g in coverage_gaps(shifted, ks, ns, trained, settings.p_mid) if g not in gaps]
 
     K = np.repeat(ks, len(ns)).astype(float)
     N = np.tile(ns, len(ks)).astype(float)
@@ -460,6 +472,21 @@ def frontier_round(kind: str, ensemble_sizes: Sequence[int], hardness: Sequence[
         planned += gain[i]
         if not fit.ok and len(seeds) >= 2 * len(ks):
             break
+
+    # 1b. INFORMATIVE CELLS: enough of them to estimate the dispersion
+    seeds_after = np.maximum(t_have, settings.seeds)
+    would_inform = seeds_after * p_hat * (1 - p_hat) >= 1
+    count = int(np.sum((t_have * p_hat * (1 - p_hat) >= 1)))
+    count += sum(1 for key in seeds if would_inform[ks.index(key[1]) * len(ns) + ns.index(key[2])]
+                 and t_have[ks.index(key[1]) * len(ns) + ns.index(key[2])] * p_hat[ks.index(key[1]) * len(ns)
+                 + ns.index(key[2])] * (1 - p_hat[ks.index(key[1]) * len(ns) + ns.index(key[2])]) < 1)
+    for i in order:
+        if count >= settings.min_informative or ratio[i] <= 0:
+            break
+        key = (kind, int(K[i]), int(N[i]))
+        if would_inform[i] and key not in seeds and t_have[i] * p_hat[i] * (1 - p_hat[i]) < 1:
+            add(i, settings.seeds, "information")
+            count += 1
 
     # 2. COVERAGE
     mid = (p_hat > settings.p_mid[0]) & (p_hat < settings.p_mid[1])

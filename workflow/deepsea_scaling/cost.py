@@ -6,33 +6,51 @@ benchmarks/README.md; worst sample error 37%):
 
     0.2 ms + 20 us per run-member pair + 40 ns per pair and first-layer row (n^2)
 
-The n^2 term is AdamW's pass over the first layer (one row per DeepSea cell),
-memory-bandwidth bound at large n. Study designs rank cells by this cost; the
-cluster resources (`runtime_minutes`, `mem_mb`) are generous bounds derived
-from it.
+with ceil(episodes / num_envs) * n vector steps per DeepSea run. The n^2 term
+is AdamW's pass over the first layer (one row per DeepSea cell), memory-
+bandwidth bound at large n. Study designs rank cells by `cell_cost_seconds`;
+the cluster resources (`runtime_minutes`, `mem_mb`) are generous bounds
+derived from the same model. Start-up and compiling (about two minutes per
+job) are left out of the seconds: they depend on how cells are grouped.
 """
 
 from __future__ import annotations
 
 import math
 
+import numpy as np
+
 from .config import TrainConfig
 
 STEP_SECONDS = 0.2e-3  # fixed cost of one vector step (dispatch, acting)
 PAIR_SECONDS = 2e-5  # per run-member pair (minibatch forward/backward)
 PAIR_ROW_SECONDS = 4e-8  # per pair and first-layer row (AdamW over the n^2 rows)
+NUM_ENVS = 24  # TrainConfig.num_envs default
 
 
-def work(config: TrainConfig, runs: int) -> tuple[int, int, int]:
-    """(vector steps of one run, run-member pairs trained together, first-layer rows)."""
-    rows = config.hardness**2 if config.is_deepsea else 0
-    return config.num_vector_steps, runs * config.members, rows
+def members(kind: str, ensemble_size) -> np.ndarray:
+    """Networks trained per seed: 1 for epsilon-greedy (`eps`), K otherwise."""
+    return np.ones_like(np.asarray(ensemble_size)) if kind == "eps" else np.asarray(ensemble_size)
+
+
+def cell_cost_seconds(kind: str, ensemble_size, hardness, seeds, episodes: int, num_envs: int = NUM_ENVS) -> np.ndarray:
+    """CPU-seconds to train `seeds` seeds of cell (kind, K, n) for `episodes` episodes.
+
+    ensemble_size, hardness and seeds broadcast (numpy arrays or scalars);
+    returns an array of their broadcast shape (a 0-d array for scalars).
+    """
+    n = np.asarray(hardness, dtype=float)
+    width = np.asarray(seeds, dtype=float) * members(kind, ensemble_size)
+    steps = -(-int(episodes) // int(num_envs)) * n
+    per_step = STEP_SECONDS + PAIR_SECONDS * width + PAIR_ROW_SECONDS * width * n ** 2
+    return np.where(width > 0, steps * per_step, 0.0)
 
 
 def train_seconds(config: TrainConfig, runs: int) -> float:
-    """Projected CPU-core seconds to train `runs` runs of `config` in one program."""
-    steps, pairs, rows = work(config, runs)
-    return steps * (STEP_SECONDS + PAIR_SECONDS * pairs + PAIR_ROW_SECONDS * pairs * rows)
+    """Projected CPU-core seconds to train `runs` runs of `config` in one program (any environment)."""
+    rows = config.hardness**2 if config.is_deepsea else 0
+    pairs = runs * config.members
+    return config.num_vector_steps * (STEP_SECONDS + PAIR_SECONDS * pairs + PAIR_ROW_SECONDS * pairs * rows)
 
 
 def runtime_minutes(config: TrainConfig, runs: int, attempt: int = 1) -> int:
@@ -52,7 +70,8 @@ def mem_mb(config: TrainConfig, runs: int, attempt: int = 1) -> int:
     network's first layer (parameters, gradient, two AdamW moments and XLA's
     working copies: 6 arrays of rows x width floats) add the rest.
     """
-    _, pairs, rows = work(config, runs)
+    rows = config.hardness**2 if config.is_deepsea else 0
+    pairs = runs * config.members
     buffer_mb = runs * config.rb_size * 64 / 1e6
     first_layer_mb = 6 * pairs * max(rows, 1) * config.hidden_sizes[0] * 4 / 1e6
     mb = 2048 + 2 * pairs + buffer_mb + first_layer_mb

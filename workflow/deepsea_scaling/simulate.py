@@ -139,3 +139,148 @@ def simulate_runs(psi_by_kind: Mapping[str, float], ks: Sequence[int], ns: Seque
     runs["diversity"] = list(diversity)
     runs["diversity"] = runs["diversity"].map(lambda a: [float(x) for x in a])
     return runs.drop(columns="p_true")
+
+
+# ------------------------------------------------------- STUDY DESIGNS
+# The published law (REFERENCE.md): ψ and the Pearson dispersion of 32-seed cells.
+PUBLISHED_PSI = {"boot": 0.80, "bootrp": 0.87}
+PUBLISHED_DISPERSION = {"boot": 4.1, "bootrp": 8.1}
+
+
+def correlation_from_dispersion(dispersion: float, trials: int = 32) -> float:
+    """Intra-cell correlation ρ that gives binomial dispersion 1 + (trials − 1)ρ."""
+    return (dispersion - 1) / (trials - 1)
+
+
+class SimulatedWorlds:
+    """Many simulated studies of one grid, each cell's seeds drawn once and for all.
+
+    Every (study, kind, K, n) has a success probability drawn around the law
+    (beta, intra-cell correlation from the dispersion at 32 seeds) and a fixed
+    outcome for each of its seeds 0..max_seeds−1, so every design sees the same
+    world, and a cell trained with 8 seeds then topped up to 32 keeps its first 8.
+    """
+
+    def __init__(self, psi_by_kind: Mapping[str, float], dispersion_by_kind: Mapping[str, float] | None = None,
+                 ks: Sequence[int] = PAPER_KS, ns: Sequence[int] = PAPER_NS, studies: int = 200,
+                 max_seeds: int = 32, seed: int = 0, dispersion_trials: int = 32):
+        rng = np.random.default_rng(seed)
+        self.kinds = tuple(psi_by_kind)
+        self.ks, self.ns = tuple(sorted(ks)), tuple(sorted(ns))
+        self.psi = dict(psi_by_kind)
+        self.max_seeds = max_seeds
+        cum = []
+        for kind, psi in psi_by_kind.items():
+            p_true = predicted_probability(psi, np.array(self.ks)[:, None], np.array(self.ns)[None])
+            dispersion = (dispersion_by_kind or {}).get(kind)
+            rho = correlation_from_dispersion(dispersion, dispersion_trials) if dispersion else None
+            p = _cell_probabilities(p_true, rho, rng, (studies,) + p_true.shape)
+            hits = rng.random(p.shape + (max_seeds,)) < p[..., None]
+            cum.append(np.concatenate([np.zeros(p.shape + (1,), np.int8), np.cumsum(hits, axis=-1, dtype=np.int8)], -1))
+        self._cum = np.stack(cum, axis=1)  # (studies, kinds, K, n, max_seeds + 1)
+        self.studies = studies
+
+    def successes(self, study: int, kind: str, K: int, n: int, trials: int) -> int:
+        return int(self._cum[study, self.kinds.index(kind), self.ks.index(K), self.ns.index(n), trials])
+
+    def outcome(self, study: int, seeds: Mapping[tuple, int]) -> dict:
+        """(kind, K, n) -> (successes, trials) for the cells and seed counts given."""
+        return {c: (self.successes(study, *c, t), t) for c, t in seeds.items() if t > 0}
+
+    def grid_counts(self, kind: str, trials: int = 32) -> np.ndarray:
+        """Successes of every cell with `trials` seeds, shape (studies, K, n)."""
+        return self._cum[:, self.kinds.index(kind), :, :, trials].astype(int)
+
+
+def _cost_hours(kind: str, seeds: Mapping[tuple, int], episodes: int) -> float:
+    from .cost import cell_cost_seconds
+    if not seeds:
+        return 0.0
+    k, n, s = np.array([(c[1], c[2], t) for c, t in seeds.items()]).T
+    return float(cell_cost_seconds(kind, k, n, s, episodes).sum() / 3600)
+
+
+def _fit_row(fit, psi_true: float) -> dict:
+    return dict(psi=fit.psi, low=fit.low, high=fit.high, half_width=fit.half_width,
+                covered=bool(fit.ok and fit.low <= psi_true <= fit.high), fit_ok=fit.ok)
+
+
+def simulate_grid_design(worlds: SimulatedWorlds, kind: str, seeds: int = 32, episodes: int = 50_000) -> pd.DataFrame:
+    """Every cell trained: one row per simulated study (cells, cost_h, psi, low, high, half_width, covered, rounds)."""
+    from .designs import fit_cells
+    ks, ns = np.meshgrid(worlds.ks, worlds.ns, indexing="ij")
+    use = ks > 1
+    counts = worlds.grid_counts(kind, seeds)
+    cost = _cost_hours(kind, {(kind, k, n): seeds for k, n in zip(ks.ravel(), ns.ravel())}, episodes)
+    rows = []
+    for study in range(worlds.studies):
+        fit = fit_cells(counts[study][use], np.full(use.sum(), seeds), ks[use], ns[use])
+        rows.append(dict(study=study, cells=ks.size, cost_h=cost, rounds=1, **_fit_row(fit, worlds.psi[kind])))
+    return pd.DataFrame(rows)
+
+
+def simulate_reference_design(worlds: SimulatedWorlds, kind: str, limit: int = 3, seeds: int = 32,
+                              episodes: int = 50_000, speculate: bool = True, **speculation) -> pd.DataFrame:
+    """The research code's protocol per simulated study; with `speculate`, also its speculative rounds.
+
+    Columns as `simulate_grid_design`, plus assumed_solved, assumed_unsolved,
+    and with `speculate`: rounds, wasted_cells (trained speculatively, then
+    skipped by the protocol), overhead (wasted / protocol's cells), overhead_cost
+    (their share of the protocol's cost).
+    """
+    from .designs import ASSUMED_SOLVED, ASSUMED_UNSOLVED, TRAINED, fit_outcome, reference_protocol, speculative_round
+    rows = []
+    for study in range(worlds.studies):
+        def outcome_of(cells):
+            return {c: (worlds.successes(study, *c, seeds), seeds) for c in cells}
+        every = outcome_of([(kind, k, n) for k in worlds.ks for n in worlds.ns])
+        state = reference_protocol([kind], worlds.ks, worlds.ns, limit, every)
+        trained = state.cells(TRAINED)
+        cost = _cost_hours(kind, {c: seeds for c in trained}, episodes)
+        row = dict(study=study, cells=len(trained), cost_h=cost,
+                   assumed_solved=len(state.cells(ASSUMED_SOLVED)), assumed_unsolved=len(state.cells(ASSUMED_UNSOLVED)),
+                   **_fit_row(fit_outcome(outcome_of(trained), kind), worlds.psi[kind]))
+        if speculate:
+            known: dict = {}
+            rounds = 0
+            while True:
+                batch = speculative_round([kind], worlds.ks, worlds.ns, limit, known, trials=seeds, **speculation)
+                if not batch:
+                    break
+                rounds += 1
+                known.update(outcome_of(batch))
+            wasted = sorted(set(known) - set(trained))
+            row.update(rounds=rounds, wasted_cells=len(wasted), overhead=len(wasted) / len(trained),
+                       overhead_cost=_cost_hours(kind, {c: seeds for c in wasted}, episodes) / cost)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def simulate_frontier_design(worlds: SimulatedWorlds, kind: str, settings=None) -> pd.DataFrame:
+    """The frontier design per simulated study.
+
+    Columns as `simulate_grid_design`, plus pilot_cost_h, target_met
+    (half-width below the target), coverage_ok (the coverage condition under
+    the final fit) and rounds (after the pilot).
+    """
+    from .designs import FrontierSettings, coverage_gaps, fit_outcome, frontier_pilot, frontier_round
+    settings = settings or FrontierSettings()
+    rows = []
+    for study in range(worlds.studies):
+        seeds = dict(frontier_pilot(kind, worlds.ks, worlds.ns, settings))
+        pilot_cost = _cost_hours(kind, seeds, settings.episodes)
+        rounds = 0
+        for r in range(1, settings.max_rounds + 2):
+            plan = frontier_round(kind, worlds.ks, worlds.ns, worlds.outcome(study, seeds), r, settings)
+            if plan.stop:
+                break
+            rounds += 1
+            seeds.update(plan.seeds)
+        outcome = worlds.outcome(study, seeds)
+        fit = fit_outcome(outcome, kind)
+        gaps = coverage_gaps(fit.psi, worlds.ks, worlds.ns, [(c[1], c[2]) for c in seeds], settings.p_mid) if fit.ok else [None]
+        rows.append(dict(study=study, cells=len(seeds), cost_h=_cost_hours(kind, seeds, settings.episodes),
+                         pilot_cost_h=pilot_cost, rounds=rounds, coverage_ok=not gaps,
+                         target_met=bool(fit.ok and fit.half_width < settings.target_half_width),
+                         **_fit_row(fit, worlds.psi[kind])))
+    return pd.DataFrame(rows)

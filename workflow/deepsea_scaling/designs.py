@@ -1,0 +1,527 @@
+"""Study designs: which cells of a (kind, K, n) grid get trained, round by round.
+
+Three designs, one table (`DESIGNS`):
+
+- grid: every cell, all seeds, in one round (the behaviour before designs).
+- reference: exactly the research code's decisions (REFERENCE.md, "The
+  research code's study protocol"). The protocol is sequential; the workflow
+  trains a few cells per round speculatively (`speculative_round`) and accepts
+  them in the protocol's order (`reference_protocol`).
+- frontier: a pilot (coarse subgrid, fewer seeds), a ψ fit, then at most
+  `max_rounds` rounds that add the cells with the most Fisher information about
+  ψ per CPU-second under the current fit, plus coverage and boundary cells
+  (`frontier_pilot`, `frontier_round`).
+
+Everything is a pure function of the grid and the outcomes known so far: a
+dict (kind, K, n) -> (successes, trials). A cell is named by (kind, K, n) and
+its seeds are 0..trials−1, so a cell trained in an earlier round is reused;
+asking for more seeds of a cell means training only the missing ones.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass, field
+from typing import Iterable, Mapping, Sequence
+
+import numpy as np
+from scipy import stats as sps
+
+from .cost import cell_cost_seconds
+from .stats import _P_MAX, _P_MIN, _pearson_dispersion, _single_cell_psi, predicted_probability
+
+Cell = tuple  # (kind, K, n)
+Outcome = Mapping[tuple, tuple]  # (kind, K, n) -> (successes, trials)
+
+TRAINED, ASSUMED_SOLVED, ASSUMED_UNSOLVED = "trained", "assumed_solved", "assumed_unsolved"
+
+
+# ------------------------------------------------------------------ THE TABLE
+@dataclass(frozen=True)
+class Design:
+    name: str
+    summary: str
+    sequential: bool      # needs checkpoints: later cells depend on earlier outcomes
+    fit_cells: str        # which cells the ψ fit reads
+
+
+DESIGNS = {
+    d.name: d for d in (
+        Design("grid", "every cell of the grid, all seeds, one round", False, "all trained cells"),
+        Design("reference", "the research code's skip protocol (LIMIT zero cells per K row; n below the "
+               "largest fully solved n skipped), trained speculatively a few cells per round", True,
+               "the cells the protocol trained"),
+        Design("frontier", "pilot subgrid, ψ fit, then ≤ max_rounds rounds of the cells with most Fisher "
+               "information about ψ per CPU-second, plus coverage and boundary cells", True,
+               "all trained cells"),
+    )
+}
+
+
+# ------------------------------------------------------- REFERENCE PROTOCOL
+@dataclass(frozen=True)
+class Decision:
+    kind: str
+    ensemble_size: int
+    hardness: int
+    action: str           # TRAINED, ASSUMED_SOLVED or ASSUMED_UNSOLVED
+
+    @property
+    def cell(self) -> Cell:
+        return (self.kind, self.ensemble_size, self.hardness)
+
+
+@dataclass(frozen=True)
+class ProtocolState:
+    decisions: tuple      # Decision, in protocol order (kind by kind)
+    next_cells: tuple     # cells the protocol must train next, at most one per kind; empty when done
+
+    @property
+    def done(self) -> bool:
+        return not self.next_cells
+
+    def cells(self, action: str) -> list:
+        return [d.cell for d in self.decisions if d.action == action]
+
+
+def reference_protocol(kinds: Sequence[str], ensemble_sizes: Sequence[int], hardness: Sequence[int],
+                       limit: int, outcome: Outcome) -> ProtocolState:
+    """The research code's decisions as far as `outcome` allows.
+
+    Per kind (in the given order), K rows ascending, n ascending: a cell is
+    skipped (assumed unsolved) once its row has `limit` trained cells without
+    a success (not necessarily consecutive), skipped (assumed solved) when n <
+    last_full, the largest n with every seed successful so far in this kind
+    (carried across K rows, reset per kind), else trained. The walk of a kind
+    stops at the first trained cell whose outcome is unknown: that cell is the
+    kind's next cell. Kinds are independent, so each kind has its own next cell.
+    """
+    decisions, next_cells = [], []
+    ks, ns = sorted(ensemble_sizes), sorted(hardness)
+    for kind in kinds:
+        last_full = 0
+        blocked = False
+        for K in ks:
+            zero_cells = 0
+            for n in ns:
+                if zero_cells >= limit:
+                    decisions.append(Decision(kind, K, n, ASSUMED_UNSOLVED))
+                    continue
+                if n < last_full:
+                    decisions.append(Decision(kind, K, n, ASSUMED_SOLVED))
+                    continue
+                if (kind, K, n) not in outcome:
+                    next_cells.append((kind, K, n))
+                    blocked = True
+                    break
+                successes, trials = outcome[(kind, K, n)]
+                decisions.append(Decision(kind, K, n, TRAINED))
+                if successes == 0:
+                    zero_cells += 1
+                if successes == trials:
+                    last_full = n
+            if blocked:
+                break
+    return ProtocolState(tuple(decisions), tuple(next_cells))
+
+
+TRAINED_CODE, SOLVED_CODE, UNSOLVED_CODE, BLOCKED_CODE = 1, 2, 3, 0
+
+
+def protocol_walk(successes: np.ndarray, trials: np.ndarray, known: np.ndarray, hardness: Sequence[int],
+                  limit: int) -> np.ndarray:
+    """`reference_protocol` for one kind, vectorised over a batch of data sets.
+
+    successes, trials, known: arrays (batch, K rows ascending, n ascending).
+    Returns int8 codes of the same shape: TRAINED_CODE, SOLVED_CODE,
+    UNSOLVED_CODE, or BLOCKED_CODE (undecided: at or after the first trained
+    cell whose outcome is unknown).
+    """
+    batch, n_k, n_n = successes.shape
+    codes = np.zeros(successes.shape, dtype=np.int8)
+    last_full = np.zeros(batch)
+    open_ = np.ones(batch, dtype=bool)
+    for i in range(n_k):
+        zero_cells = np.zeros(batch, dtype=int)
+        for j, n in enumerate(hardness):
+            unsolved = open_ & (zero_cells >= limit)
+            solved = open_ & ~unsolved & (n < last_full)
+            train = open_ & ~unsolved & ~solved
+            open_ = open_ & ~(train & ~known[:, i, j])
+            done = train & open_
+            codes[unsolved, i, j] = UNSOLVED_CODE
+            codes[solved, i, j] = SOLVED_CODE
+            codes[done, i, j] = TRAINED_CODE
+            s, t = successes[:, i, j], trials[:, i, j]
+            zero_cells += done & (s == 0)
+            last_full = np.where(done & (s == t), n, last_full)
+    return codes
+
+
+def speculative_round(kinds: Sequence[str], ensemble_sizes: Sequence[int], hardness: Sequence[int], limit: int,
+                      outcome: Outcome, *, trials: int = 32, min_inclusion: float = 0.8, draws: int = 64,
+                      psi_prior: tuple = (0.55, 0.97), overdispersion: float = 0.15, seed: int = 0) -> list:
+    """Cells to train in the next round of the reference design, speculatively.
+
+    Always the protocol's next cell of every unfinished kind; besides, every
+    untrained cell that the protocol trains with probability ≥ `min_inclusion`
+    when the unknown outcomes are drawn `draws` times from the law (ψ drawn
+    from the fit of the kind's trained cells, its quasi interval widened
+    twofold, or from `psi_prior` when there is no fit; beta-binomial with
+    intra-cell correlation `overdispersion`). The protocol's decisions do not
+    depend on this guess, only the work wasted does. Deterministic given its
+    arguments. Returns cells (kind, K, n) in protocol order.
+    """
+    state = reference_protocol(kinds, ensemble_sizes, hardness, limit, outcome)
+    if state.done:
+        return []
+    ks, ns = sorted(ensemble_sizes), sorted(hardness)
+    K = np.array(ks)[:, None] * np.ones(len(ns), dtype=int)
+    N = np.ones(len(ks), dtype=int)[:, None] * np.array(ns)
+    chosen = []
+    for kind in kinds:
+        if not any(c[0] == kind for c in state.next_cells):
+            continue
+        # Seeded by the kind's own state only, so a kind plans the same alone or with others.
+        rng = np.random.default_rng([seed, zlib.crc32(kind.encode()), sum(c[0] == kind for c in outcome)])
+        s = np.zeros(K.shape)
+        t = np.full(K.shape, float(trials))
+        known = np.zeros(K.shape, dtype=bool)
+        for i, k in enumerate(ks):
+            for j, n in enumerate(ns):
+                if (kind, k, n) in outcome:
+                    s[i, j], t[i, j] = outcome[(kind, k, n)]
+                    known[i, j] = True
+        psi = _psi_draws(s[known], t[known], K[known], N[known], psi_prior, draws, rng)
+        p = predicted_probability(psi[:, None, None], K[None], N[None])
+        if overdispersion:
+            conc = (1 - overdispersion) / overdispersion
+            inside = (p > 0) & (p < 1)
+            p = np.where(inside, rng.beta(np.clip(p * conc, 1e-12, None), np.clip((1 - p) * conc, 1e-12, None)), p)
+        drawn_t = np.broadcast_to(t, p.shape)
+        drawn_s = np.where(known[None], s[None], rng.binomial(drawn_t.astype(int), p))
+        codes = protocol_walk(drawn_s, drawn_t, np.ones(p.shape, dtype=bool), ns, limit)
+        inclusion = (codes == TRAINED_CODE).mean(axis=0)
+        want = ~known & (inclusion >= min_inclusion)
+        for cell in state.next_cells:
+            if cell[0] == kind:
+                want[ks.index(cell[1]), ns.index(cell[2])] = True
+        chosen += [(kind, ks[i], ns[j]) for i, j in zip(*np.nonzero(want))]
+    return chosen
+
+
+def _psi_draws(s, t, K, n, psi_prior, draws, rng) -> np.ndarray:
+    fit = fit_cells(s, t, K, n)
+    if fit.ok and np.isfinite(fit.quasi_se):
+        theta = fit.log_psi + 2 * fit.quasi_se * rng.standard_normal(draws)
+        return np.clip(np.exp(theta), 0.3, 0.999)
+    return rng.uniform(*psi_prior, size=draws)
+
+
+# ---------------------------------------------------------------- FAST FIT
+@dataclass(frozen=True)
+class QuickFit:
+    """ψ by binomial maximum likelihood with the quasi-binomial interval of `stats.fit_psi`."""
+    ok: bool
+    psi: float = np.nan
+    log_psi: float = np.nan
+    log_psi_se: float = np.nan    # binomial (expected information)
+    dispersion_quasi: float = np.nan
+    quasi_se: float = np.nan      # log_psi_se · sqrt(dispersion_quasi)
+    low: float = np.nan
+    high: float = np.nan
+
+    @property
+    def half_width(self) -> float:
+        return (self.high - self.low) / 2
+
+
+def _score_information(theta, s, t, K, n):
+    """Score, expected information and P of the law in θ = log ψ, per cell."""
+    x = np.exp(n * theta)
+    log_q = K * np.log1p(-x)
+    p = np.clip(-np.expm1(log_q), _P_MIN, _P_MAX)
+    dp = K * n * np.exp(n * theta + (K - 1) * np.log1p(-x))  # dP/dθ
+    w = dp / (p * (1 - p))
+    return w * (s - t * p), t * dp * w, p
+
+
+def cell_information(psi, K, n) -> np.ndarray:
+    """Binomial Fisher information about log ψ of one trial of cell (K, n); broadcasts."""
+    K, n = np.asarray(K, dtype=float), np.asarray(n, dtype=float)
+    theta = np.log(np.asarray(psi, dtype=float))
+    x = np.exp(n * theta)
+    log_q = K * np.log1p(-x)
+    p = -np.expm1(log_q)
+    log_dp = np.log(K * n) + n * theta + (K - 1) * np.log1p(-x)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        info = np.exp(2 * log_dp - log_q) / p  # dP² / (P (1 − P))
+    return np.where(p > 0, info, 0.0)
+
+
+def fit_cells(s, t, K, n, level: float = 0.95) -> QuickFit:
+    """Maximum likelihood ψ of the cells given (K > 1 filtering is the caller's).
+
+    The same estimate, binomial standard error, dispersion over informative
+    cells and quasi interval as `stats.fit_psi` (tests check it), by Fisher
+    scoring in numpy: about 100× faster than the GLM, for simulations and
+    planning. Returns QuickFit(ok=False) where fit_psi has no estimate.
+    """
+    s, t, K, n = (np.asarray(a, dtype=float) for a in (s, t, K, n))
+    keep = t > 0
+    s, t, K, n = s[keep], t[keep], K[keep], n[keep]
+    if len(s) < 2 or s.sum() == 0 or (s == t).all():
+        return QuickFit(False)
+    start = np.nanmedian(_single_cell_psi(s, t, K, n)) if ((s > 0) & (s < t)).any() else 0.8
+    theta = float(np.log(min(max(start, 1e-6), 1 - 1e-9)))
+
+    def loglik(th):
+        x = np.exp(n * th)
+        log_q = K * np.log1p(-x)
+        return float(np.sum(s * np.log(np.clip(-np.expm1(log_q), 1e-300, None)) + (t - s) * log_q))
+
+    current = loglik(theta)
+    for _ in range(200):
+        score, info, _ = _score_information(theta, s, t, K, n)
+        step = score.sum() / info.sum()
+        new = theta + step
+        while (new >= 0 or loglik(new) < current - 1e-12) and abs(new - theta) > 1e-15:
+            new = theta + (new - theta) / 2
+        converged = abs(new - theta) < 1e-12
+        theta, current = new, loglik(new)
+        if converged:
+            break
+    if not np.isfinite(theta) or theta >= 0:
+        return QuickFit(False)
+    _, info, p = _score_information(theta, s, t, K, n)
+    se = float(1 / np.sqrt(info.sum()))
+    _, _, dispersion_quasi = _pearson_dispersion(s, t, p, 1)
+    z = sps.norm.ppf(0.5 + level / 2)
+    qse = se * np.sqrt(dispersion_quasi)
+    return QuickFit(True, float(np.exp(theta)), theta, se, dispersion_quasi, qse,
+                    float(np.exp(theta - z * qse)), float(min(np.exp(theta + z * qse), 1.0)))
+
+
+def fit_outcome(outcome: Outcome, kind: str, include_k1: bool = False) -> QuickFit:
+    """`fit_cells` on one kind's cells of an outcome dict (K = 1 left out, as the project's fit does)."""
+    rows = [(s, t, k, n) for (kd, k, n), (s, t) in outcome.items() if kd == kind and (include_k1 or k > 1)]
+    if not rows:
+        return QuickFit(False)
+    s, t, k, n = np.array(rows, dtype=float).T
+    return fit_cells(s, t, k, n)
+
+
+# ----------------------------------------------------------------- FRONTIER
+@dataclass(frozen=True)
+class FrontierSettings:
+    """Settings of the frontier design (one kind at a time)."""
+    pilot_ks: tuple = (2, 6, 16)               # grid values nearest these are used
+    pilot_ns: tuple = (3, 5, 8, 12, 18, 26, 36)
+    pilot_seeds: int = 8
+    # Seeds of a cell picked in a round. Fewer than the study's 32: with
+    # intra-cell correlation ρ a cell's information saturates near 1/ρ seeds
+    # (published dispersions 4.1 and 8.1 at 32 seeds: ρ ≈ 0.10 and 0.23), so
+    # 8 seeds per cell buy about 1.6x the information per CPU-second of 32,
+    # and equal to the pilot's they keep one dispersion for the quasi interval.
+    seeds: int = 8
+    boundary_seeds: int = 4                    # seeds of a boundary cell (a check, not information)
+    target_half_width: float = 0.01            # stop when ψ's quasi interval is narrower
+    max_rounds: int = 3
+    episodes: int = 50_000                     # for the cost model
+    safety: float = 1.1                        # aim this much beyond the information the target needs
+    min_efficiency: float = 0.1                # never buy information at < this × the best rate on offer
+    level: float = 0.95
+    p_mid: tuple = (0.1, 0.9)                  # coverage: cells with P in this range count
+    # Cells with t·P(1 − P) ≥ 1 estimate the dispersion that scales the quasi
+    # interval; with few, a study that stops as soon as the interval is narrow
+    # enough stops when the dispersion happens to be underestimated (simulated
+    # coverage 0.85 for bootrp studies that took 2-3 rounds with no minimum).
+    min_informative: int = 40
+    psi_fallback: tuple = (0.6, 0.95)          # ψ guesses when every cell failed / succeeded
+
+
+@dataclass(frozen=True)
+class FrontierPlan:
+    """What one frontier round asks for."""
+    seeds: dict                 # (kind, K, n) -> total seeds wanted (≥ those already trained)
+    reasons: dict               # (kind, K, n) -> "information" | "coverage" | "boundary"
+    fit: QuickFit               # the fit the round was planned on
+    stop: bool                  # True: target met (or rounds spent); nothing more to train
+    coverage_ok: bool           # the coverage condition holds for the trained cells under `fit`
+    cost_seconds: float = 0.0   # projected CPU-seconds of the new seeds
+
+
+def _nearest(values: Sequence[int], wanted: Iterable[int]) -> list:
+    values = sorted(values)
+    return sorted({min(values, key=lambda v: (abs(v - w), v)) for w in wanted})
+
+
+def frontier_pilot(kind: str, ensemble_sizes: Sequence[int], hardness: Sequence[int],
+                   settings: FrontierSettings = FrontierSettings()) -> dict:
+    """The pilot round: (kind, K, n) -> seeds, on the grid values nearest the settings' pilot K and n."""
+    ks = _nearest([k for k in ensemble_sizes if k > 1] or ensemble_sizes, settings.pilot_ks)
+    ns = _nearest(hardness, settings.pilot_ns)
+    return {(kind, k, n): settings.pilot_seeds for k in ks for n in ns}
+
+
+def mid_range(psi: float, ensemble_sizes: Sequence[int], hardness: Sequence[int], p_mid=(0.1, 0.9)):
+    """(n_min, n_max) over which some grid cell with K > 1 has p_mid[0] < P < p_mid[1]; None if none."""
+    ks = np.array([k for k in ensemble_sizes if k > 1] or list(ensemble_sizes))[:, None]
+    ns = np.array(sorted(hardness))
+    p = predicted_probability(psi, ks, ns[None])
+    mid = ((p > p_mid[0]) & (p < p_mid[1])).any(axis=0)
+    return (int(ns[mid].min()), int(ns[mid].max())) if mid.any() else None
+
+
+def coverage_gaps(psi: float, ensemble_sizes: Sequence[int], hardness: Sequence[int], trained: Iterable[tuple],
+                  p_mid=(0.1, 0.9)) -> list:
+    """Quarters of the mid range (see `mid_range`) with no trained (K, n) of p_mid[0] < P < p_mid[1].
+
+    Returns a list of (n_low, n_high) quarter bounds (inclusive) lacking such a cell; [] when covered.
+    """
+    span = mid_range(psi, ensemble_sizes, hardness, p_mid)
+    if span is None:
+        return []
+    lo, hi = span
+    edges = np.linspace(lo, hi, 5)
+    mid_cells = [(k, n) for k, n in trained if k > 1 and p_mid[0] < predicted_probability(psi, k, n) < p_mid[1]]
+    gaps = []
+    for q in range(4):
+        a, b = edges[q], edges[q + 1]
+        if not any(a <= n <= b for _, n in mid_cells):
+            gaps.append((a, b))
+    return gaps
+
+
+def frontier_round(kind: str, ensemble_sizes: Sequence[int], hardness: Sequence[int], outcome: Outcome,
+                   round_index: int, settings: FrontierSettings = FrontierSettings()) -> FrontierPlan:
+    """Plan frontier round `round_index` (1..max_rounds) of one kind from the outcomes so far.
+
+    Fits ψ on the kind's trained cells with K > 1. Stops (empty plan) when the
+    quasi interval's half-width is below the target and the coverage condition
+    holds, or when round_index > max_rounds. Otherwise picks, under the fit:
+    1. information: cells (new, or pilot cells topped up to `seeds`) by Fisher
+       information about log ψ per CPU-second, averaged over ψ̂·exp(±2 se), until
+       the information expected to reach the target half-width (times
+       `safety`, with the dispersion extrapolated to `seeds` seeds) is planned,
+       but none whose rate is below `min_efficiency` × the best rate (a noisy
+       pilot dispersion must not buy the whole grid; later rounds top up);
+    2. coverage: the best cell of each quarter of the mid range lacking one;
+    3. boundary: per K, if the row has no trained cell with 0.001 ≤ P ≤ 0.1
+       (resp. 0.9 ≤ P ≤ 0.999), its first n with P ≤ 0.1 (last n with P ≥ 0.9),
+       with `boundary_seeds` seeds, so a wrong fit shows.
+    """
+    ks = sorted(k for k in ensemble_sizes if k > 1)
+    ns = sorted(hardness)
+    have = {(k, n): st for (kd, k, n), st in outcome.items() if kd == kind}
+    fit = fit_outcome(outcome, kind)
+    z = sps.norm.ppf(0.5 + settings.level / 2)
+    if fit.ok:
+        psi, spread = fit.psi, min(max(fit.quasi_se, 1e-4), 0.1)
+    else:
+        p_all = [s / t for s, t in have.values() if t > 0]
+        psi = settings.psi_fallback[0] if not p_all or max(p_all) < 0.5 else settings.psi_fallback[1]
+        spread = 0.1
+    trained = [kn for kn, (s, t) in have.items() if t > 0]
+    gaps = coverage_gaps(psi, ks, ns, trained, settings.p_mid) if fit.ok else [(min(ns), max(ns))]
+    coverage_ok = fit.ok and not gaps
+    informative = sum(t * p * (1 - p) >= 1 for (k, n), (_, t) in have.items() if k > 1
+                      for p in [float(predicted_probability(psi, k, n))])
+    if round_index > settings.max_rounds or (fit.ok and fit.half_width < settings.target_half_width and coverage_ok
+                                             and informative >= settings.min_informative):
+        return FrontierPlan({}, {}, fit, True, coverage_ok)
+    # the coverage gaps under ψ̂ and ψ̂·exp(±2 se), so that the next fit's quarters are covered too
+    if fit.ok:
+        for shifted in (psi * np.exp(-2 * spread), psi * np.exp(2 * spread)):
+            gaps += [g for g in coverage_gaps(shifted, ks, ns, trained, settings.p_mid) if g not in gaps]
+
+    K = np.repeat(ks, len(ns)).astype(float)
+    N = np.tile(ns, len(ks)).astype(float)
+    t_have = np.array([have.get((int(k), int(n)), (0, 0))[1] for k, n in zip(K, N)], dtype=float)
+    p_hat = predicted_probability(psi, K, N)
+    psis = np.exp(np.log(psi) + spread * np.array([-2.0, -1.0, 0.0, 1.0, 2.0]))
+    info_per_seed = cell_information(psis[:, None], K[None], N[None]).mean(axis=0)
+    seeds: dict = {}
+    reasons: dict = {}
+
+    def add(i, total, why):
+        key = (kind, int(K[i]), int(N[i]))
+        if total > max(t_have[i], seeds.get(key, 0)):
+            seeds[key] = int(total)
+            reasons.setdefault(key, why)
+
+    # 1. INFORMATION
+    new_seeds = np.clip(settings.seeds - t_have, 0, None)
+    cost = cell_cost_seconds(kind, K, N, new_seeds, settings.episodes)
+    gain = new_seeds * info_per_seed
+    ratio = np.where(new_seeds > 0, gain / np.where(cost > 0, cost, np.inf), -1.0)
+    if fit.ok:
+        rho = _intra_cell_correlation(outcome, kind, fit)
+        phi_plan = 1 + (settings.seeds - 1) * rho
+        info_have = float(np.sum(t_have * cell_information(psi, K, N)))
+        need = settings.safety * (z * psi) ** 2 * phi_plan / settings.target_half_width ** 2 - info_have
+    else:
+        need = np.inf
+    order = np.argsort(-ratio, kind="stable")
+    planned = 0.0
+    best = ratio[order[0]] if len(order) else 0.0
+    for i in order:
+        if ratio[i] <= max(0.0, settings.min_efficiency * best) or planned >= need:
+            break
+        add(i, settings.seeds, "information")
+        planned += gain[i]
+        if not fit.ok and len(seeds) >= 2 * len(ks):
+            break
+
+    # 1b. INFORMATIVE CELLS: enough of them to estimate the dispersion
+    seeds_after = np.maximum(t_have, settings.seeds)
+    would_inform = seeds_after * p_hat * (1 - p_hat) >= 1
+    count = int(np.sum((t_have * p_hat * (1 - p_hat) >= 1)))
+    count += sum(1 for key in seeds if would_inform[ks.index(key[1]) * len(ns) + ns.index(key[2])]
+                 and t_have[ks.index(key[1]) * len(ns) + ns.index(key[2])] * p_hat[ks.index(key[1]) * len(ns)
+                 + ns.index(key[2])] * (1 - p_hat[ks.index(key[1]) * len(ns) + ns.index(key[2])]) < 1)
+    for i in order:
+        if count >= settings.min_informative or ratio[i] <= 0:
+            break
+        key = (kind, int(K[i]), int(N[i]))
+        if would_inform[i] and key not in seeds and t_have[i] * p_hat[i] * (1 - p_hat[i]) < 1:
+            add(i, settings.seeds, "information")
+            count += 1
+
+    # 2. COVERAGE
+    mid = (p_hat > settings.p_mid[0]) & (p_hat < settings.p_mid[1])
+    for a, b in gaps:
+        inside = np.nonzero(mid & (N >= a) & (N <= b))[0]
+        if len(inside) and not any((kind, int(K[i]), int(N[i])) in seeds for i in inside):
+            best = inside[np.argmax(np.where(new_seeds[inside] > 0, ratio[inside], np.inf))]
+            add(best, settings.seeds, "coverage")
+
+    # 3. BOUNDARY
+    for k in ks:
+        row = np.nonzero(K == k)[0]
+        p_row, t_row = p_hat[row], t_have[row]
+        planned_row = np.array([(kind, k, int(N[i])) in seeds for i in row])
+        has = t_row > 0
+        if not ((has | planned_row) & (p_row >= 0.001) & (p_row <= 0.1)).any():
+            low = row[p_row <= 0.1]
+            if len(low):
+                add(low[0], settings.boundary_seeds, "boundary")
+        if not ((has | planned_row) & (p_row >= 0.9) & (p_row <= 0.999)).any():
+            high = row[p_row >= 0.9]
+            if len(high):
+                add(high[-1], settings.boundary_seeds, "boundary")
+
+    total_cost = float(sum(cell_cost_seconds(kind, c[1], c[2], s - have.get((c[1], c[2]), (0, 0))[1],
+                                             settings.episodes) for c, s in seeds.items()))
+    return FrontierPlan(seeds, reasons, fit, False, coverage_ok, total_cost)
+
+
+def _intra_cell_correlation(outcome: Outcome, kind: str, fit: QuickFit) -> float:
+    """ρ with dispersion 1 + (t − 1)ρ, from the fit's dispersion and the informative cells' mean trials."""
+    rows = [(s, t, k, n) for (kd, k, n), (s, t) in outcome.items() if kd == kind and k > 1 and t > 1]
+    s, t, k, n = np.array(rows, dtype=float).T
+    p = predicted_probability(fit.psi, k, n)
+    informative = t * p * (1 - p) >= 1
+    t_bar = t[informative].mean() if informative.sum() >= 3 else t.mean()
+    phi = fit.dispersion_quasi if np.isfinite(fit.dispersion_quasi) else 1.0
+    return float(np.clip((phi - 1) / max(t_bar - 1, 1), 0.0, 0.5))

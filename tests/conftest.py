@@ -36,7 +36,8 @@ def copy_workflow(dest: Path) -> Path:
 class SnakemakeResult:
     returncode: int
     output: str
-    seconds: float
+    seconds: float  # wall clock
+    cpu_seconds: float = float("nan")  # user + system time of snakemake and its children (load-independent)
 
     def job_counts(self) -> dict[str, int]:
         """The dry run's 'Job stats' table as {rule: count} (with 'total')."""
@@ -60,15 +61,20 @@ def run_snakemake(cwd: Path, *args: str, timeout: float = 600,
 
     `env`: variables added to (or replacing) the calling environment's.
     """
+    import resource
+
     env = {**os.environ, **(env or {})}
     env.setdefault("MPLBACKEND", "Agg")
     started = time.perf_counter()
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     proc = subprocess.run(
         [sys.executable, "-m", "snakemake", *args],
         cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         text=True, timeout=timeout,
     )
-    return SnakemakeResult(proc.returncode, proc.stdout, time.perf_counter() - started)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return SnakemakeResult(proc.returncode, proc.stdout, time.perf_counter() - started, cpu)
 
 
 @pytest.fixture(scope="session")

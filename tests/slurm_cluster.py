@@ -9,7 +9,8 @@ does not have. Evidence that a job really went through `sbatch` comes from:
   for every accepted `sbatch` (:func:`submitted_job_ids_since`);
 - `scontrol show job <N>`, which keeps a finished job for MinJobAge seconds
   (300 on the test cluster) with its state, exit code, comment and TRES
-  (:func:`show_job`).
+  (:func:`show_job`); :func:`run_snakemake_on_slurm` takes these records while
+  a run goes, so a long run's first jobs are not lost.
 
 :func:`ensure_slurm` starts the cluster (`.ci/start_slurm.sh`) when it is not
 up and this user may (root or password-less sudo), so the SLURM tests run
@@ -294,31 +295,70 @@ def cancel_run(run_uuid: str) -> None:
         _run(["scancel", "--name", run_uuid])
 
 
+# States after which `scontrol show job` no longer changes.
+FINAL_JOB_STATES = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY",
+                    "NODE_FAIL", "PREEMPTED", "BOOT_FAIL", "DEADLINE"}
+
+
+def record_jobs(log_text: str, records: dict[int, dict[str, str]]) -> None:
+    """Add to `records` the `scontrol show job` record of every SLURM job the
+    snakemake output reports, refreshing those not yet in a final state (a
+    record SLURM has dropped already stays as last seen)."""
+    for jid in snakemake_slurm_ids(log_text):
+        known = records.get(jid)
+        if known is not None and known.get("JobState", "").split()[0] in FINAL_JOB_STATES:
+            continue
+        rec = show_job(jid)
+        if rec is not None:
+            records[jid] = rec
+
+
 def run_snakemake_on_slurm(cmd: list[str], cwd: Path, logfile: Path, timeout: float,
-                           env: dict[str, str] | None = None) -> tuple[int | None, str]:
+                           env: dict[str, str] | None = None,
+                           records: dict[int, dict[str, str]] | None = None,
+                           poll_s: float = 5.0) -> tuple[int | None, str]:
     """Run a snakemake command that submits to SLURM, under a hard timeout.
 
     SLURM_* variables of the caller are dropped. Returns (exit code, its output);
     the code is None after a timeout, when the run was interrupted (SIGINT lets
     snakemake scancel its jobs, SIGKILL follows) and its jobs cancelled.
+
+    `records`, when given, is filled while the run goes (every `poll_s` s) and
+    once at its end with the `scontrol show job` record of each job it
+    submitted (see :func:`record_jobs`): a long run's early jobs are kept even
+    after SLURM forgets them (MinJobAge after they end).
     """
     env = {**{k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}, **(env or {})}
+    deadline = time.monotonic() + timeout
     with open(logfile, "w") as fh:
         proc = subprocess.Popen(cmd, cwd=cwd, stdout=fh, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, env=env, start_new_session=True)
-        try:
-            rc = proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
+        rc = None
+        while True:
+            try:
+                rc = proc.wait(timeout=max(0.1, min(poll_s, deadline - time.monotonic())))
+                break
+            except subprocess.TimeoutExpired:
+                pass
+            if time.monotonic() >= deadline:
+                break
+            if records is not None:
+                try:
+                    record_jobs(logfile.read_text(errors="replace"), records)
+                except (subprocess.SubprocessError, OSError):
+                    pass  # a slow scontrol: try again at the next poll
+        if rc is None:
             os.killpg(proc.pid, signal.SIGINT)
             try:
                 proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
-            rc = None
     log = logfile.read_text(errors="replace")
     if rc is None:
         cancel_run(snakemake_run_uuid(log) or "")
+    if records is not None:
+        record_jobs(log, records)
     return rc, log
 
 

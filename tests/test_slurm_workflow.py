@@ -102,26 +102,21 @@ FAULTY_PYTHON = textwrap.dedent(
 
 
 class Run:
-    def __init__(self, returncode, log: str, t0: float, wall_s: float):
+    def __init__(self, returncode, log: str, t0: float, wall_s: float, records: dict[int, dict[str, str]]):
         self.returncode, self.log, self.t0, self.wall_s = returncode, log, t0, wall_s
-        self._jobs: dict[int, dict[str, str]] | None = None
+        self.records = records  # taken while the run went: SLURM forgets jobs MinJobAge after they end
 
     def tail(self, n: int = 80) -> str:
         return "\n".join(self.log.splitlines()[-n:])
 
     def jobs(self) -> dict[int, dict[str, str]]:
         """SLURM job id -> `scontrol show job` record, for every sbatch of this run."""
-        if self._jobs is None:
-            ids = sc.snakemake_slurm_ids(self.log)
-            recorded = sc.submitted_job_ids_since(self.t0)
-            assert set(ids) <= recorded, f"SLURM recorded {sorted(recorded)}, snakemake {ids}"
-            out = {}
-            for jid in ids:
-                rec = sc.show_job(jid)
-                assert rec is not None, f"SLURM has no record of job {jid} (MinJobAge too short?)"
-                out[jid] = rec
-            self._jobs = out
-        return self._jobs
+        ids = sc.snakemake_slurm_ids(self.log)
+        recorded = sc.submitted_job_ids_since(self.t0)
+        assert set(ids) <= recorded, f"SLURM recorded {sorted(recorded)}, snakemake {ids}"
+        missing = [j for j in ids if j not in self.records]
+        assert not missing, f"no `scontrol show job` record of jobs {missing}"
+        return {j: self.records[j] for j in ids}
 
     def group_jobs(self, seeds: str) -> list[tuple[int, dict[str, str]]]:
         """(SLURM id, record) of the train_group jobs of the group of seed range
@@ -150,12 +145,13 @@ def run_study(workdir: Path, config: Path, env: dict) -> Run:
     ]
     logfile = workdir / f"snakemake-{time.time_ns()}.out"
     t0 = time.time()
-    rc, log = sc.run_snakemake_on_slurm(cmd, workdir, logfile, RUN_TIMEOUT_S, env)
+    records: dict[int, dict[str, str]] = {}
+    rc, log = sc.run_snakemake_on_slurm(cmd, workdir, logfile, RUN_TIMEOUT_S, env, records=records)
     # nothing of this run may outlive it (a timed-out run was cancelled already)
     sc.cancel_run(sc.snakemake_run_uuid(log) or "")
     if rc is None:
         pytest.fail(f"snakemake did not finish within {RUN_TIMEOUT_S} s:\n{log[-4000:]}")
-    return Run(rc, log, t0, time.time() - t0)
+    return Run(rc, log, t0, time.time() - t0, records)
 
 
 def _group_tables(wf: Path) -> dict[str, Path]:

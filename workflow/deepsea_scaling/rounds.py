@@ -58,26 +58,24 @@ def plan_round(study: Study, round_index: int, outcome: Mapping[str, tuple[int, 
         seeds_of[h] = max(seeds_of.get(h, 0), int(b))
     new: list[list] = []
     decisions: list[dict] = []
-    done = True
     for variant, cells in _by_variant(study).items():
         for kind in dict.fromkeys(c.kind for c in cells):
             mine = [c for c in cells if c.kind == kind]
-            units, kind_done, kind_decisions = _plan_kind(study, mine, round_index, outcome, seeds_of)
+            units, kind_decisions = _plan_kind(study, mine, round_index, outcome, seeds_of)
             new += [u for u in units if u not in trained]
-            done &= kind_done
             decisions += kind_decisions
-    if new:
-        done = False
-    plan = {"round": round_index, "done": done, "units": new, "trained": trained + new, "decisions": []}
-    if done:
-        plan["decisions"] = decisions
+    # Nothing new to train: the next round would see the same outcomes and plan
+    # the same nothing, so the design is done.
+    done = not new
+    plan = {"round": round_index, "done": done, "units": new, "trained": trained + new,
+            "decisions": decisions if done else []}
     if round_index >= MAX_ROUNDS and not done:
         raise RuntimeError(f"study {study.name}: design {study.design} still open after {MAX_ROUNDS} rounds")
     return plan
 
 
-def _plan_kind(study: Study, cells: list[Cell], round_index: int, outcome, seeds_of) -> tuple[list, bool, list]:
-    """(new units, done, decisions) of one kind of one variant."""
+def _plan_kind(study: Study, cells: list[Cell], round_index: int, outcome, seeds_of) -> tuple[list, list]:
+    """(new units, decisions once nothing is new) of one kind of one variant."""
     by_key = {(c.kind, c.ensemble_size, c.hardness): c for c in cells}
     ks = sorted({c.ensemble_size for c in cells})
     ns = sorted({c.hardness for c in cells})
@@ -91,26 +89,25 @@ def _plan_kind(study: Study, cells: list[Cell], round_index: int, outcome, seeds
     if study.design == "grid" or (study.design == "frontier" and len(ks) == 1 and ks[0] == 1):
         # every cell at once (also a frontier study's K = 1 baseline, cheap and with no K to fit)
         units = [u for c in cells for u in _units(study, c, study.seeds_per_cell, seeds_of.get(c.hash, 0))]
-        return units, not units, [row(c, designs.TRAINED) for c in cells]
+        return units, [row(c, designs.TRAINED) for c in cells]
 
     if study.design == "reference":
         state = designs.reference_protocol([kind], ks, ns, study.reference_limit, known)
         if state.done:
-            return [], True, [row(by_key[d.cell], d.action) for d in state.decisions]
+            return [], [row(by_key[d.cell], d.action) for d in state.decisions]
         wanted = designs.speculative_round([kind], ks, ns, study.reference_limit, known,
                                            trials=study.seeds_per_cell)
         units = [u for key in wanted for u in _units(study, by_key[key], study.seeds_per_cell,
                                                         seeds_of.get(by_key[key].hash, 0))]
-        return units, False, []
+        return units, []
 
     settings = study.frontier_settings()
     if round_index == 0:
         wanted = designs.frontier_pilot(kind, ks, ns, settings)
         stop = False
     else:
-        plan = designs.frontier_round(kind, ks, ns, known, round_index, settings)
-        wanted, stop = plan.seeds, plan.stop
+        wanted = designs.frontier_round(kind, ks, ns, known, round_index, settings).seeds
     units = [u for key, seeds in wanted.items()
              for u in _units(study, by_key[key], seeds, seeds_of.get(by_key[key].hash, 0))]
     decisions = [row(c, designs.TRAINED if seeds_of.get(c.hash) else NOT_TRAINED) for c in cells]
-    return units, stop and not units, decisions
+    return units, decisions

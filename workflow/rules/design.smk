@@ -14,6 +14,7 @@ checkpoint plan_round:
         "logs/{study}/design/round_{round}.log",
     wildcard_constraints:
         round=r"\d+",
+    localrule: True
     conda:
         "../../envs/deepsea.yaml"
     params:
@@ -36,6 +37,7 @@ rule design_decisions:
         ),
     log:
         "logs/{study}/design/decisions.log",
+    localrule: True
     conda:
         "../../envs/deepsea.yaml"
     script:

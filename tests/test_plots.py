@@ -180,3 +180,24 @@ def test_frontier_figures_for_every_sweep_variant(runs, tmp_path):
     assert list(figures) == ["default", "rb_size=5000"]
     for variant, fig in figures.items():
         _assert_written(fig, tmp_path / f"frontier_{variant}.png")
+
+
+def test_a_designs_figure_marks_predicted_cells_and_the_round_of_each_cell(runs, tmp_path):
+    """Skipped cells show the P the protocol assumed, marked; trained cells show the round that placed them."""
+    cells, fits = _tables(convergence_table(runs.assign(diverged=False)))
+    cells = cells[cells["kind"] != "eps"].reset_index(drop=True)
+    skipped = (cells["hardness"] >= 24) & (cells["ensemble_size"] <= 2)
+    cells = cells.assign(
+        decision=np.where(skipped, "assumed_unsolved", "trained"),
+        p_assumed=np.where(skipped, 0.0, np.nan),
+        round=np.where(skipped, np.nan, np.where(cells["hardness"] <= 8, 0, 1)),
+    )
+    cells.loc[skipped, ["trials", "successes"]] = 0
+    cells.loc[skipped, "p_hat"] = np.nan
+    fig = plots.plot_frontier_and_heatmaps(cells, fits, caption=CAPTION)
+    _assert_written(fig, tmp_path / "design.png")
+    texts = " | ".join(_texts(fig))
+    assert "predicted, not trained" in texts and "pilot" in texts and "round 1" in texts, texts
+    heatmap = fig.axes[0]
+    crosses = [c for c in heatmap.collections if c.get_label() == "predicted, not trained"]
+    assert len(crosses) == 1 and len(crosses[0].get_offsets()) == int((skipped & (cells["kind"] == "boot")).sum())

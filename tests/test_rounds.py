@@ -37,9 +37,10 @@ def _discovered(cell, seed) -> bool:
 def _run_design(study):
     """Plan rounds until done, 'training' each unit from the fixed outcomes. Returns (plans, rows)."""
     by_hash = {c.hash: c for c in study.cells()}
-    rows, trained, plans = [], [], []
+    rows, trained, plans, placed = [], [], [], {}
     for r in range(rounds.MAX_ROUNDS):
-        plan = rounds.plan_round(study, r, rounds.outcomes(rows), trained)
+        plan = rounds.plan_round(study, r, rounds.outcomes(rows), trained, placed)
+        placed = plan["placed"]
         plans.append(plan)
         assert not [u for u in plan["units"] if u in trained], "a unit trained twice"
         for h, a, b in plan["units"]:
@@ -97,6 +98,9 @@ def test_frontier_design_stops_within_its_rounds_and_reuses_cells(config):
     trained = {d["hash"] for d in plans[-1]["decisions"] if d["decision"] == designs.TRAINED}
     assert trained == set(rounds.outcomes(rows))
     assert 0 < len(trained) < len(study.cells())
+    first_round = {h: r for r, p in enumerate(plans) for h, _, _ in reversed(p["units"])}
+    first_round = {h: min(r for r, p in enumerate(plans) if any(u[0] == h for u in p["units"])) for h in first_round}
+    assert {d["hash"]: d["round"] for d in plans[-1]["decisions"] if d["round"] is not None} == first_round
 
 
 def test_frontier_seeds_must_fill_whole_shards(config):

@@ -130,10 +130,19 @@ def _short(text: str, n: int = 38) -> str:
 
 
 def _cells_of(cells: pd.DataFrame, kind: str) -> pd.DataFrame:
-    """Cells of one kind, summed over any remaining key, with trials > 0."""
-    c = cells[(cells["kind"] == kind) & (cells["trials"] > 0)] if "kind" in cells.columns else cells
-    c = c.groupby(["ensemble_size", "hardness"], as_index=False)[["successes", "trials"]].sum()
-    c["p_hat"] = c["successes"] / c["trials"]
+    """Cells of one kind, summed over any remaining key; with trials > 0, or skipped by a design.
+
+    A design's columns carry over: p_assumed (the P assumed for a skipped
+    cell) and round (the round that first trained a cell).
+    """
+    c = cells[cells["kind"] == kind] if "kind" in cells.columns else cells
+    designed = "p_assumed" in c.columns
+    c = c[(c["trials"] > 0) | (c["p_assumed"].notna() if designed else False)]
+    extra = {col: (col, "min") for col in ("p_assumed", "round") if col in c.columns}
+    c = c.groupby(["ensemble_size", "hardness"], as_index=False).agg(
+        successes=("successes", "sum"), trials=("trials", "sum"), **extra)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        c["p_hat"] = np.where(c["trials"] > 0, c["successes"] / c["trials"].clip(lower=1), np.nan)
     return c
 
 
@@ -156,12 +165,24 @@ def save_figure(fig: Figure, path_png: str | os.PathLike, pdf: bool = True, dpi:
 
 # ------------------------------------------------ FRONTIER AND HEATMAPS
 def _heatmap(ax, c: pd.DataFrame, norm, cmap):
+    """P̂ per (n, K); a design's skipped cells show the P it assumed, marked ×."""
     ks = np.sort(c["ensemble_size"].unique())
     ns = np.sort(c["hardness"].unique())
-    grid = c.pivot(index="ensemble_size", columns="hardness", values="p_hat").reindex(index=ks, columns=ns)
+    shown = c["p_hat"].fillna(c["p_assumed"]) if "p_assumed" in c.columns else c["p_hat"]
+    grid = (c.assign(shown=shown).pivot(index="ensemble_size", columns="hardness", values="shown")
+            .reindex(index=ks, columns=ns))
     ax.set_facecolor("#e6e6e6")  # cells the study did not run
     mesh = ax.pcolormesh(np.arange(len(ns) + 1), np.arange(len(ks) + 1), np.ma.masked_invalid(grid.to_numpy()),
                          cmap=cmap, norm=norm, shading="flat")
+    if "p_assumed" in c.columns:
+        assumed = c[c["p_assumed"].notna()]
+        if len(assumed):
+            x = np.searchsorted(ns, assumed["hardness"]) + 0.5
+            y = np.searchsorted(ks, assumed["ensemble_size"]) + 0.5
+            ax.scatter(x, y, marker="x", s=6, linewidths=0.5, color="#888888", zorder=3,
+                       label="predicted, not trained")
+            ax.legend(loc="upper right", fontsize=5.5, handletextpad=0.2, borderaxespad=0.2, markerscale=1.5,
+                      frameon=True, framealpha=0.85, edgecolor="none")
     step_n = max(1, int(np.ceil(len(ns) / 9)))
     ax.set_xticks(np.arange(len(ns))[::step_n] + 0.5, [str(int(v)) for v in ns[::step_n]])
     step_k = max(1, int(np.ceil(len(ks) / 8)))
@@ -173,6 +194,7 @@ def _heatmap(ax, c: pd.DataFrame, norm, cmap):
     return mesh
 
 
+_ROUND_MARKERS = ("o", "s", "^", "D", "v", "P")
 _LEVEL_STYLES = ((0, (1, 1.2)), (0, (3, 1.5)), "-", (0, (6, 1.5, 1, 1.5)), (0, (1, 1, 1, 1, 5, 1)))
 
 
@@ -192,9 +214,15 @@ def _informative_n(c: pd.DataFrame, fit, p_levels) -> float:
 def _frontier_panel(ax, c: pd.DataFrame, fit, norm, cmap, p_levels, legend: bool, n_right: float):
     k_lo, k_hi = c["ensemble_size"].min(), c["ensemble_size"].max()
     n_lo = c["hardness"].min()
-    shown = c[c["hardness"] <= n_right]
-    ax.scatter(shown["hardness"], shown["ensemble_size"], c=shown["p_hat"], cmap=cmap, norm=norm, s=10,
-               edgecolors="#444444", linewidths=0.2, zorder=3)
+    shown = c[(c["hardness"] <= n_right) & c["p_hat"].notna()]
+    if "round" in shown.columns and shown["round"].notna().any():  # a design: the round that placed each cell
+        for r, part in shown.groupby(shown["round"].fillna(-1).astype(int)):
+            ax.scatter(part["hardness"], part["ensemble_size"], c=part["p_hat"], cmap=cmap, norm=norm, s=10,
+                       marker=_ROUND_MARKERS[r % len(_ROUND_MARKERS)], edgecolors="#444444", linewidths=0.2,
+                       zorder=3, label="pilot" if r == 0 else f"round {r}")
+    else:
+        ax.scatter(shown["hardness"], shown["ensemble_size"], c=shown["p_hat"], cmap=cmap, norm=norm, s=10,
+                   edgecolors="#444444", linewidths=0.2, zorder=3)
     ax.set_yscale("log")
     ax.set_ylim(k_lo / 1.3, k_hi * 1.3)
     ax.set_xlim(n_lo - 1, n_right + 1)

@@ -8,7 +8,8 @@ round's *plan* is a plain dict, written as JSON by the workflow's checkpoint
 
     {"round": r, "done": bool, "units": [[hash, start, stop], ...],   # new this round
      "trained": [[hash, start, stop], ...],                           # every unit so far
-     "decisions": [{"variant", "kind", "ensemble_size", "hardness", "hash", "decision"}, ...]}
+     "placed": {hash: round}, # the round that first trained each cell
+     "decisions": [{"variant", "kind", "ensemble_size", "hardness", "hash", "decision", "round"}, ...]}
 
 `decisions` is filled when the plan is done: every cell of the grid, with
 `trained`, `assumed_solved`, `assumed_unsolved` (the reference protocol's
@@ -50,9 +51,13 @@ def _units(study: Study, cell: Cell, seeds: int, have: int = 0) -> list[list]:
 
 
 def plan_round(study: Study, round_index: int, outcome: Mapping[str, tuple[int, int]],
-               trained: Iterable[Iterable]) -> dict:
-    """The plan of round `round_index` given the outcomes (by config hash) of the units `trained`."""
+               trained: Iterable[Iterable], placed: Mapping[str, int] | None = None) -> dict:
+    """The plan of round `round_index` given the outcomes (by config hash) of the units `trained`.
+
+    placed: the previous plan's `placed` (config hash -> round that first trained the cell).
+    """
     trained = [list(u) for u in trained]
+    placed = dict(placed or {})
     seeds_of = {}
     for h, a, b in trained:
         seeds_of[h] = max(seeds_of.get(h, 0), int(b))
@@ -67,7 +72,11 @@ def plan_round(study: Study, round_index: int, outcome: Mapping[str, tuple[int, 
     # Nothing new to train: the next round would see the same outcomes and plan
     # the same nothing, so the design is done.
     done = not new
-    plan = {"round": round_index, "done": done, "units": new, "trained": trained + new,
+    for h, _, _ in new:
+        placed.setdefault(h, round_index)
+    for row in decisions:
+        row["round"] = placed.get(row["hash"])
+    plan = {"round": round_index, "done": done, "units": new, "trained": trained + new, "placed": placed,
             "decisions": decisions if done else []}
     if round_index >= MAX_ROUNDS and not done:
         raise RuntimeError(f"study {study.name}: design {study.design} still open after {MAX_ROUNDS} rounds")

@@ -517,14 +517,17 @@ def with_decisions(cells: pd.DataFrame, decisions: pd.DataFrame) -> pd.DataFrame
     """A convergence table with the cells a sequential design did not train.
 
     decisions: one row per cell of the grid (study, variant, kind,
-    ensemble_size, hardness, decision), `rounds.plan_round`'s. Adds columns
-    `decision` (trained, assumed_solved, assumed_unsolved, not_trained) and
-    `p_assumed` (the P the research code's protocol assumed for a cell it
-    skipped: 1 or 0; NaN otherwise). Skipped cells get trials = 0 (so no fit
-    reads them) and p_hat NaN.
+    ensemble_size, hardness, decision, round), `rounds.plan_round`'s. Adds
+    columns `decision` (trained, assumed_solved, assumed_unsolved,
+    not_trained), `p_assumed` (the P the research code's protocol assumed for
+    a cell it skipped: 1 or 0; NaN otherwise) and `round` (the design round
+    that first trained the cell). Skipped cells get trials = 0 (so no fit reads
+    them) and p_hat NaN.
     """
     keys = [k for k in CELL_KEYS if k in cells.columns and k in decisions.columns]
     out = cells.assign(decision="trained", p_assumed=np.nan)
+    if "round" in decisions.columns:
+        out = out.merge(decisions[keys + ["round"]], on=keys, how="left")
     skipped = decisions[decisions["decision"] != "trained"]
     skipped = skipped.merge(cells[keys], on=keys, how="left", indicator=True)
     skipped = skipped[skipped["_merge"] == "left_only"]

@@ -31,16 +31,18 @@ class ConfigError(ValueError):
 
 
 def hp(help: str, *, traced: bool | str = False, low: float | None = None, high: float | None = None,
-       low_open: bool = False, choices: tuple[str, ...] | None = None) -> dict:
+       low_open: bool = False, choices: tuple[str, ...] | None = None, note: str = "") -> dict:
     """A TrainConfig field's declaration: CLI help, whether it is traced, its accepted values.
 
     traced: False for values that shape the program (sizes, kind, environment);
     True for a traced value of `agent.Hyper` (cells differing only there share a
     program and can be vmapped together); "key" for a value that only seeds the
     keys. low/high bound numbers (inclusive; low_open excludes low); floats must
-    also be finite; choices lists the accepted strings.
+    also be finite; choices lists the accepted strings; note adds what
+    `TrainConfig.validate` checks beyond them (bounds that depend on the environment).
     """
-    return {"help": help, "traced": traced, "low": low, "high": high, "low_open": low_open, "choices": choices}
+    return {"help": help, "traced": traced, "low": low, "high": high, "low_open": low_open, "choices": choices,
+            "note": note}
 
 
 @dataclass(frozen=True)
@@ -56,7 +58,8 @@ class TrainConfig:
     num_env_steps: int = field(default=0, metadata=hp("budget in environment steps for environments other than DeepSea", low=0))
     discovery_threshold: float = field(default=DEEPSEA_THRESHOLD, metadata=hp(
         "an episode with return >= this discovers the reward (DeepSea: in (0, 0.99]; other environments: "
-        "their solved return, e.g. 475 for CartPole-v1)", traced=True))
+        "their solved return, e.g. 475 for CartPole-v1)", traced=True,
+        note=f"on DeepSea in (0, {DEEPSEA_MAX_RETURN}], elsewhere the environment's solved return"))
     fixed_action_map: bool = field(default=False, metadata=hp("DeepSea: one action map for all runs (the research code's behaviour) instead of one per run"))
     num_envs: int = field(default=24, metadata=hp("parallel environments per run", low=1))
     hidden_sizes: tuple[int, ...] = field(default=(24, 24), metadata=hp("hidden layer widths of every Q-network, e.g. 24,24", low=1))
@@ -206,7 +209,7 @@ def accepted(name: str) -> str:
     if kind == "int":
         return "an integer" + bounds
     if kind == "float":
-        return "a finite number" + bounds
+        return "a finite number" + bounds + (f" ({meta['note']})" if meta["note"] else "")
     return f"one or more comma-separated integers{bounds}, e.g. 24,24"
 
 

@@ -152,6 +152,7 @@ def test_a_failed_write_leaves_neither_file_and_exits_in_one_line(tmp_path, monk
 
 
 # --------------------------------------------------------------- group mode
+@pytest.mark.slow
 def test_group_table_rows_equal_the_cells_trained_alone(tmp_path):
     entries = [{"config": {**SMALL, "kind": "boot"}, "seeds": [0, 2]},
                {"config": {**SMALL, "kind": "bootrp", "prior_scale": 1.0}, "seeds": [1, 3]}]
@@ -173,3 +174,20 @@ def test_group_table_rows_equal_the_cells_trained_alone(tmp_path):
         assert res.returncode == 0, res.stderr
         alone.append(pd.read_parquet(out))
     pd.testing.assert_frame_equal(table, pd.concat(alone, ignore_index=True))
+
+
+@pytest.mark.slow
+def test_other_environment_trains_against_its_solved_return_labelled_by_name(tmp_path):
+    """CartPole-v1 with DeepSea's default threshold: replaced by 475, said in the output,
+    recorded in the row and the sidecar; the progress label names the environment, not n."""
+    out = tmp_path / "cartpole.parquet"
+    res, _ = cli("--env-name", "CartPole-v1", "--num-env-steps", str(24 * 40), "--rb-size", "240",
+                 "--learning-starts", "120", "--num-log-points", "2", "--num-probe-states", "8",
+                 "--ensemble-size", "2", "--seeds", "0:2", "--out", str(out), timeout=600)
+    assert res.returncode == 0, res.stderr
+    assert "[bootrp K=2 CartPole-v1 seeds 0:2] note: discovery threshold 475" in res.stdout, res.stdout
+    assert "n=10" not in res.stdout
+    table = pd.read_parquet(out)
+    assert (table["discovery_threshold"] == 475.0).all()
+    assert not table["discovered"].any()  # 40 steps per env cannot balance the pole for 475
+    assert "475" in json.loads(out.with_suffix(".json").read_text())["notes"][0]

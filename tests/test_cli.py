@@ -49,10 +49,20 @@ def test_bad_input_is_one_line_naming_the_option(tmp_path, args, option):
 
 
 def test_help_describes_every_option():
+    """Every TrainConfig field is an option whose help gives its accepted values."""
+    import dataclasses
+
+    from deepsea_scaling.config import TrainConfig, accepted
+
     res = cli("--help")
     assert res.returncode == 0
-    for option in ["--prior-scale", "--double-dqn", "--target-period", "--rb-size", "--seeds", "--out"]:
-        assert option in res.stdout
+    text = " ".join(res.stdout.split())  # argparse wraps lines
+    for f in dataclasses.fields(TrainConfig):
+        option = "--" + f.name.replace("_", "-")
+        assert option in text, option
+        assert " ".join(f"accepted: {accepted(f.name)}".split()) in text, f.name
+    for option in ["--seeds", "--out", "--batch", "--cpu-devices", "--quiet"]:
+        assert option in text
 
 
 def test_smoke_run_writes_table_and_sidecar_and_is_deterministic(tmp_path):

@@ -7,7 +7,7 @@ import pytest
 
 from deepsea_scaling import agent
 from deepsea_scaling.config import ConfigError, TrainConfig, config_hash
-from deepsea_scaling.engine import default_hyper, make_train, seed_keys, train_seeds
+from deepsea_scaling.engine import default_hyper, make_train, run, seed_keys, train, train_seeds
 from deepsea_scaling.envs import PerRunMapDeepSea, make_env
 from deepsea_scaling.metrics import record_episodes, summarize, tracker_init
 from deepsea_scaling.replay import Transition, replay_add, replay_init, replay_sample
@@ -135,7 +135,7 @@ def test_metrics_when_one_member_never_discovers():
 def probe_config(kind, steps):
     return TrainConfig(kind=kind, ensemble_size=3, env_name="probe", num_env_steps=steps, num_envs=8,
                        rb_size=500, learning_starts=200, num_probe_states=16, learning_rate=1e-3,
-                       target_period=10, gamma=0.9)
+                       target_period=10, gamma=0.9, discovery_threshold=1.0)
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -145,9 +145,9 @@ def test_agents_learn_analytic_q_values(kind):
         cfg = probe_config(kind, steps=8 * 600)
         trainer = make_train(cfg, env=probe_adapter(length))
         hyper = default_hyper(cfg)
-        state = jax.jit(jax.vmap(lambda k: trainer.run(k, hyper)))(seed_keys(cfg, range(2)))
+        state = jax.jit(jax.vmap(lambda k: run(trainer, k, hyper)))(seed_keys(cfg, range(2)))
         obs = jnp.eye(length)
-        q = jax.vmap(lambda s: trainer.q_shared(s.params, s.prior, obs, hyper))(state)  # (S, K, L, A)
+        q = jax.vmap(lambda s: trainer.agent.q_shared(s.params, s.prior, obs, hyper))(state)  # (S, K, L, A)
         q = np.asarray(q)
         if kind != "eps":  # greedy members only ever try their preferred action: check that one
             q = q.max(axis=-1, keepdims=True)
@@ -161,7 +161,7 @@ def test_prior_network_is_unchanged_by_training():
     hyper = default_hyper(cfg)
     key = seed_keys(cfg, [0])[0]
     before = trainer.init(key, hyper).prior
-    after = jax.jit(lambda k: trainer.run(k, hyper))(key)
+    after = jax.jit(lambda k: run(trainer, k, hyper))(key)
     for a, b in zip(jax.tree.leaves(before), jax.tree.leaves(after.prior)):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     moved = [not np.allclose(a, b) for a, b in zip(jax.tree.leaves(trainer.init(key, hyper).params), jax.tree.leaves(after.params))]
@@ -213,7 +213,7 @@ def test_host_driven_segments_equal_one_jitted_run():
     cfg = small("boot")
     a = train_seeds(cfg, range(2)).metrics
     trainer = make_train(cfg)
-    b = jax.tree.map(np.asarray, jax.jit(jax.vmap(trainer.train))(seed_keys(cfg, range(2))))
+    b = jax.tree.map(np.asarray, jax.jit(jax.vmap(lambda k: train(trainer, k)))(seed_keys(cfg, range(2))))
     for name in a:
         if name in ("diversity", "final_return"):
             np.testing.assert_allclose(a[name], b[name], rtol=1e-5, err_msg=name)

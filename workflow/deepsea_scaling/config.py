@@ -11,45 +11,73 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 from dataclasses import dataclass, field
+from typing import Any
 
-KINDS = ("boot", "bootrp", "eps")
+from .kinds import KINDS as KIND_TABLE, program_kind
+
+KINDS = tuple(KIND_TABLE)  # the kinds' names; their properties: kinds.KINDS
 DEEPSEA = "DeepSea-bsuite"
+DEEPSEA_THRESHOLD = 0.95  # the default discovery threshold: DeepSea's returns lie in [-0.01, 0.99]
+DEEPSEA_MAX_RETURN = 0.99
+# Returns that count as solving other gymnax environments (gym's `reward_threshold`):
+# replace DeepSea's threshold there, which would mean nothing (`for_environment`).
+SOLVED_RETURNS = {"CartPole-v1": 475.0, "Acrobot-v1": -100.0, "MountainCar-v0": -110.0}
 
 
 class ConfigError(ValueError):
     """A hyperparameter has a value that cannot be trained; the message names it."""
 
 
+def hp(help: str, *, traced: bool | str = False, low: float | None = None, high: float | None = None,
+       low_open: bool = False, choices: tuple[str, ...] | None = None, note: str = "") -> dict:
+    """A TrainConfig field's declaration: CLI help, whether it is traced, its accepted values.
+
+    traced: False for values that shape the program (sizes, kind, environment);
+    True for a traced value of `agent.Hyper` (cells differing only there share a
+    program and can be vmapped together); "key" for a value that only seeds the
+    keys. low/high bound numbers (inclusive; low_open excludes low); floats must
+    also be finite; choices lists the accepted strings; note adds what
+    `TrainConfig.validate` checks beyond them (bounds that depend on the environment).
+    """
+    return {"help": help, "traced": traced, "low": low, "high": high, "low_open": low_open, "choices": choices,
+            "note": note}
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """One (kind, K, n) cell's hyperparameters. Every field is a CLI option."""
 
-    kind: str = field(default="bootrp", metadata={"help": "agent: boot (BDQN), bootrp (BDQN with randomized priors) or eps (epsilon-greedy DQN)"})
-    ensemble_size: int = field(default=10, metadata={"help": "K, the number of ensemble members (forced to 1 for eps)"})
-    hardness: int = field(default=10, metadata={"help": "n, the DeepSea grid size (ignored by other environments)"})
-    env_name: str = field(default=DEEPSEA, metadata={"help": "gymnax environment id with a discrete action space"})
-    num_episodes: int = field(default=50_000, metadata={"help": "DeepSea budget in episodes (each lasts exactly n steps)"})
-    num_env_steps: int = field(default=0, metadata={"help": "budget in environment steps for environments other than DeepSea"})
-    discovery_threshold: float = field(default=0.95, metadata={"help": "an episode with return >= this discovers the reward"})
-    fixed_action_map: bool = field(default=False, metadata={"help": "DeepSea: one action map for all runs (the research code's behaviour) instead of one per run"})
-    num_envs: int = field(default=24, metadata={"help": "parallel environments per run"})
-    hidden_sizes: tuple[int, ...] = field(default=(24, 24), metadata={"help": "hidden layer widths of every Q-network, e.g. 24,24"})
-    learning_rate: float = field(default=2e-4, metadata={"help": "AdamW learning rate per member; the optimiser uses learning_rate * K"})
-    weight_decay: float = field(default=1e-4, metadata={"help": "AdamW weight decay (optax's default)"})
-    batch_size: int = field(default=64, metadata={"help": "minibatch size per member; every member draws its own"})
-    gamma: float = field(default=0.99, metadata={"help": "discount factor"})
-    target_period: int = field(default=50, metadata={"help": "gradient steps between hard target-network updates"})
-    rb_size: int = field(default=10_000, metadata={"help": "replay buffer capacity in transitions"})
-    learning_starts: int = field(default=10_000, metadata={"help": "transitions collected by the acting policy before the first gradient step"})
-    prior_scale: float = field(default=3.0, metadata={"help": "beta, the scale of the fixed prior network (bootrp only)"})
-    double_dqn: bool = field(default=False, metadata={"help": "Double DQN targets: the online member picks the next action"})
-    eps_start: float = field(default=1.0, metadata={"help": "eps: epsilon at the start of training"})
-    eps_end: float = field(default=0.05, metadata={"help": "eps: floor of epsilon"})
-    eps_decay_fraction: float = field(default=0.5, metadata={"help": "eps: fraction of training over which epsilon falls linearly to its floor"})
-    num_log_points: int = field(default=100, metadata={"help": "points of the Q-diversity curve over training"})
-    num_probe_states: int = field(default=128, metadata={"help": "transitions from the initial buffer on which Q-diversity is measured"})
-    base_seed: int = field(default=0, metadata={"help": "mixed into the config hash, from which every seed's key derives: another value redraws all runs"})
+    kind: str = field(default="bootrp", metadata=hp(
+        "agent: " + ", ".join(f"{k.name} ({k.description})" for k in KIND_TABLE.values()), choices=tuple(KIND_TABLE)))
+    ensemble_size: int = field(default=10, metadata=hp("K, the number of ensemble members (forced to 1 for a kind that is no ensemble)", low=1))
+    hardness: int = field(default=10, metadata=hp("n, the DeepSea grid size (ignored by other environments)", low=2))
+    env_name: str = field(default=DEEPSEA, metadata=hp("gymnax environment id with a discrete action space"))
+    num_episodes: int = field(default=50_000, metadata=hp("DeepSea budget in episodes (each lasts exactly n steps)", low=1))
+    num_env_steps: int = field(default=0, metadata=hp("budget in environment steps for environments other than DeepSea", low=0))
+    discovery_threshold: float = field(default=DEEPSEA_THRESHOLD, metadata=hp(
+        "an episode with return >= this discovers the reward (DeepSea: in (0, 0.99]; other environments: "
+        "their solved return, e.g. 475 for CartPole-v1)", traced=True,
+        note=f"on DeepSea in (0, {DEEPSEA_MAX_RETURN}], elsewhere the environment's solved return"))
+    fixed_action_map: bool = field(default=False, metadata=hp("DeepSea: one action map for all runs (the research code's behaviour) instead of one per run"))
+    num_envs: int = field(default=24, metadata=hp("parallel environments per run", low=1))
+    hidden_sizes: tuple[int, ...] = field(default=(24, 24), metadata=hp("hidden layer widths of every Q-network, e.g. 24,24", low=1))
+    learning_rate: float = field(default=2e-4, metadata=hp("AdamW learning rate per member; the optimiser uses learning_rate * K", traced=True, low=0, low_open=True))
+    weight_decay: float = field(default=1e-4, metadata=hp("AdamW weight decay (optax's default)", traced=True, low=0))
+    batch_size: int = field(default=64, metadata=hp("minibatch size per member; every member draws its own", low=1))
+    gamma: float = field(default=0.99, metadata=hp("discount factor", traced=True, low=0, high=1))
+    target_period: int = field(default=50, metadata=hp("gradient steps between hard target-network updates", traced=True, low=1))
+    rb_size: int = field(default=10_000, metadata=hp("replay buffer capacity in transitions", low=1))
+    learning_starts: int = field(default=10_000, metadata=hp("transitions collected by the acting policy before the first gradient step", low=0))
+    prior_scale: float = field(default=3.0, metadata=hp("beta, the scale of the fixed prior network (kinds with a prior only)", traced=True, low=0))
+    double_dqn: bool = field(default=False, metadata=hp("Double DQN targets: the online member picks the next action"))
+    eps_start: float = field(default=1.0, metadata=hp("eps: epsilon at the start of training", traced=True, low=0, high=1))
+    eps_end: float = field(default=0.05, metadata=hp("eps: floor of epsilon (<= eps_start)", traced=True, low=0, high=1))
+    eps_decay_fraction: float = field(default=0.5, metadata=hp("eps: fraction of training over which epsilon falls linearly to its floor", traced=True, low=0, low_open=True, high=1))
+    num_log_points: int = field(default=100, metadata=hp("points of the Q-diversity curve over training", low=1))
+    num_probe_states: int = field(default=128, metadata=hp("transitions from the initial buffer on which Q-diversity is measured", low=1))
+    base_seed: int = field(default=0, metadata=hp("mixed into the config hash, from which every seed's key derives: another value redraws all runs", traced="key", low=0))
 
     # ----------------------------------------------------------------- derived
     @property
@@ -58,8 +86,8 @@ class TrainConfig:
 
     @property
     def members(self) -> int:
-        """Number of Q-networks actually trained (1 for eps)."""
-        return 1 if self.kind == "eps" else self.ensemble_size
+        """Number of Q-networks actually trained (1 for a kind that is no ensemble)."""
+        return self.ensemble_size if KIND_TABLE[self.kind].ensemble else 1
 
     @property
     def effective_learning_rate(self) -> float:
@@ -72,45 +100,44 @@ class TrainConfig:
             return -(-self.num_episodes // self.num_envs) * self.hardness
         return -(-self.num_env_steps // self.num_envs)
 
+    @property
+    def warmup_steps(self) -> int:
+        """Vector steps that only act, until the buffer holds `learning_starts` transitions."""
+        return math.ceil(self.learning_starts / self.num_envs)
+
     # -------------------------------------------------------------- validation
     def validate(self) -> "TrainConfig":
-        """Raise ConfigError naming the first bad option; return self if all are fine."""
-        def bad(name: str, allowed: str) -> ConfigError:
-            value = getattr(self, name)
-            return ConfigError(f"--{name.replace('_', '-')}={_fmt(value)} is invalid: {allowed}")
+        """Raise ConfigError naming the first bad option; return self if all are fine.
 
-        if self.kind not in KINDS:
-            raise bad("kind", f"choose one of {', '.join(KINDS)}")
-        positive_ints = ["ensemble_size", "num_envs", "batch_size", "target_period", "rb_size",
-                         "num_log_points", "num_probe_states"]
-        for name in positive_ints:
-            if int(getattr(self, name)) < 1:
-                raise bad(name, "must be an integer >= 1")
+        Each field's type and bounds come from its declaration (`hp`); what
+        depends on several fields or on the environment is checked here.
+        """
+        for f in dataclasses.fields(self):
+            check_field(f.name, getattr(self, f.name), _option(f.name))
+
+        def bad(name: str, allowed: str) -> ConfigError:
+            return ConfigError(f"{_option(name)}={_fmt(getattr(self, name))} is invalid: {allowed}")
+
         if self.is_deepsea:
-            if self.hardness < 2:
-                raise bad("hardness", "DeepSea needs n >= 2")
-            if self.num_episodes < 1:
-                raise bad("num_episodes", "must be >= 1 episode")
-        elif self.num_env_steps < 1:
-            raise bad("num_env_steps", f"must be >= 1 step for {self.env_name} (its episodes vary in length)")
-        if self.learning_starts < 0:
-            raise bad("learning_starts", "must be >= 0")
+            if not 0 < self.discovery_threshold <= DEEPSEA_MAX_RETURN:
+                raise bad("discovery_threshold", f"DeepSea's returns are at most {DEEPSEA_MAX_RETURN}: give a "
+                          f"threshold in (0, {DEEPSEA_MAX_RETURN}] (at or below 0 every episode would count)")
+        else:
+            if self.num_env_steps < 1:
+                raise bad("num_env_steps", f"must be >= 1 step for {self.env_name} (its episodes vary in length)")
+            if self.discovery_threshold == DEEPSEA_THRESHOLD:
+                raise bad("discovery_threshold", f"that is DeepSea's threshold, meaningless for {self.env_name}; "
+                          "give the return that counts as solving it")
         if self.learning_starts > self.rb_size:
             raise bad("learning_starts", f"must be <= --rb-size ({self.rb_size}): the buffer cannot hold more")
-        if not self.learning_rate > 0:
-            raise bad("learning_rate", "must be > 0")
-        if self.weight_decay < 0:
-            raise bad("weight_decay", "must be >= 0")
-        if not 0 <= self.gamma <= 1:
-            raise bad("gamma", "must lie in [0, 1]")
-        if self.prior_scale < 0:
-            raise bad("prior_scale", "must be >= 0")
-        if not self.hidden_sizes or min(self.hidden_sizes) < 1:
-            raise bad("hidden_sizes", "give one or more widths >= 1, e.g. 24,24")
-        if not 0 <= self.eps_end <= self.eps_start <= 1:
-            raise bad("eps_end", "need 0 <= eps_end <= eps_start <= 1")
-        if not 0 < self.eps_decay_fraction <= 1:
-            raise bad("eps_decay_fraction", "must lie in (0, 1]")
+        if self.eps_end > self.eps_start:
+            raise bad("eps_end", f"must be <= --eps-start ({_fmt(self.eps_start)})")
+        if self.warmup_steps >= self.num_vector_steps:
+            budget = "num_episodes" if self.is_deepsea else "num_env_steps"
+            raise bad(budget, f"the budget is {self.num_vector_steps} vector steps but the warm-up "
+                      f"(--learning-starts={self.learning_starts} transitions / --num-envs={self.num_envs}) "
+                      f"takes {self.warmup_steps}: learning would never start; raise the budget above "
+                      "the warm-up or lower --learning-starts")
         return self
 
     # ------------------------------------------------------------ serialising
@@ -120,17 +147,16 @@ class TrainConfig:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> "TrainConfig":
-        d = dict(d)
-        if isinstance(d.get("hidden_sizes"), str):
-            d["hidden_sizes"] = tuple(int(h) for h in d["hidden_sizes"].split(",") if h)
-        elif "hidden_sizes" in d:
-            d["hidden_sizes"] = tuple(int(h) for h in d["hidden_sizes"])
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - names)
+    def from_dict(cls, d: dict, where: str = "") -> "TrainConfig":
+        """The config of `d` (field -> value, as `to_dict` writes it or a user gives it).
+
+        Every value goes through `coerce_field`; the message of a bad one names
+        `where` and the field, e.g. '--batch entry 0: ensemble_size='abc' is invalid: ...'.
+        """
+        unknown = sorted(set(d) - set(FIELDS))
         if unknown:
-            raise ConfigError(f"unknown hyperparameter(s) {', '.join(unknown)}; known: {', '.join(sorted(names))}")
-        return cls(**d)
+            raise ConfigError(f"{where}unknown hyperparameter(s) {', '.join(unknown)}; known: {', '.join(FIELDS)}")
+        return cls(**{name: coerce_field(name, value, f"{where}{name}") for name, value in d.items()})
 
 
 def config_hash(config: TrainConfig) -> str:
@@ -143,23 +169,122 @@ def config_hash(config: TrainConfig) -> str:
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
-# Fields of TrainConfig that are traced values (`agent.Hyper`) or only seed the
-# keys: cells that differ in nothing else can share one compiled program.
-TRACED_FIELDS = (
-    "learning_rate", "weight_decay", "gamma", "prior_scale", "eps_start", "eps_end",
-    "eps_decay_fraction", "discovery_threshold", "target_period", "base_seed",
-)
+FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
+# Traced values (`agent.Hyper`) and values that only seed the keys: cells that
+# differ in nothing else can share one compiled program.
+HYPER_FIELDS = tuple(name for name, f in FIELDS.items() if f.metadata["traced"] is True)
+TRACED_FIELDS = tuple(name for name, f in FIELDS.items() if f.metadata["traced"])
 
 
 def program_signature(config: TrainConfig) -> tuple:
     """Cells with equal signatures can train in one compiled program (`engine.train_batch`).
 
-    DeepSea boot and bootrp share programs (boot's prior is scaled by 0).
+    On DeepSea a kind without a prior shares the program of its prior twin
+    (`kinds.program_kind`: boot with bootrp, its prior scaled by 0).
     """
     static = {k: v for k, v in config.to_dict().items() if k not in TRACED_FIELDS}
-    if config.is_deepsea and config.kind == "boot":
-        static["kind"] = "bootrp"
+    static["kind"] = program_kind(KIND_TABLE[config.kind], config.is_deepsea).name
     return tuple(sorted(static.items()))
+
+
+def accepted(name: str) -> str:
+    """The values field `name` accepts, in words: 'an integer >= 1', 'a finite number in [0, 1]'."""
+    f = FIELDS[name]
+    meta, kind = f.metadata, f.type
+    if meta["choices"]:
+        return f"one of {', '.join(meta['choices'])}"
+    if kind == "bool":
+        return "true or false"
+    if kind == "str":
+        return "a string"
+    low, high = meta["low"], meta["high"]
+    if low is not None and high is not None:
+        bounds = f" in {'(' if meta['low_open'] else '['}{low:g}, {high:g}]"
+    elif low is not None:
+        bounds = f" {'>' if meta['low_open'] else '>='} {low:g}"
+    elif high is not None:
+        bounds = f" <= {high:g}"
+    else:
+        bounds = ""
+    if kind == "int":
+        return "an integer" + bounds
+    if kind == "float":
+        return "a finite number" + bounds + (f" ({meta['note']})" if meta["note"] else "")
+    return f"one or more comma-separated integers{bounds}, e.g. 24,24"
+
+
+def check_field(name: str, value: Any, where: str) -> None:
+    """ConfigError '<where>=<value> is invalid: give <accepted>' unless `value` is of the
+    field's type (no coercion: "2" is no integer) and within its declared bounds."""
+    f = FIELDS[name]
+    meta, kind = f.metadata, f.type
+    if kind == "bool":
+        ok = isinstance(value, bool)
+    elif kind == "int":
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif kind == "float":
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    elif kind == "str":
+        ok = isinstance(value, str) and (not meta["choices"] or value in meta["choices"])
+    else:  # a tuple of ints
+        ok = (isinstance(value, tuple) and len(value) > 0
+              and all(isinstance(v, int) and not isinstance(v, bool) for v in value))
+    if ok and kind in ("int", "float"):
+        ok = _within(value, meta)
+    elif ok and kind not in ("bool", "str"):
+        ok = all(_within(v, meta) for v in value)
+    if not ok:
+        shown = repr(value) if isinstance(value, str) and kind != "str" else _fmt(value)
+        raise ConfigError(f"{where}={shown} is invalid: give {accepted(name)}")
+
+
+def coerce_field(name: str, value: Any, where: str) -> Any:
+    """A value from config.yaml or a --batch entry as field `name` holds it, checked against
+    the field's declaration; ConfigError with a one-line message naming `where` otherwise.
+
+    Only lossless conversions: an integer where a float is expected, a list or a
+    "24,24" string for hidden_sizes. A string where a number is expected is refused.
+    """
+    if name not in FIELDS:
+        raise ConfigError(f"{where}: unknown hyperparameter; known: {', '.join(FIELDS)}")
+    kind = FIELDS[name].type
+    if kind == "float" and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    elif kind.startswith("tuple"):
+        if isinstance(value, str):
+            parts = [v.strip() for v in value.split(",") if v.strip()]
+            value = tuple(int(v) if v.isdigit() else v for v in parts)
+        elif isinstance(value, (list, tuple)):
+            value = tuple(value)
+    check_field(name, value, where)
+    return value
+
+
+def for_environment(config: TrainConfig) -> tuple[TrainConfig, str | None]:
+    """`config` with DeepSea's default threshold replaced by the environment's solved return.
+
+    Returns (config, a line saying what was replaced, or None). On DeepSea, or
+    with a threshold the user chose, the config is returned unchanged.
+    """
+    if config.is_deepsea or config.discovery_threshold != DEEPSEA_THRESHOLD:
+        return config, None
+    solved = SOLVED_RETURNS.get(config.env_name)
+    if solved is None:
+        return config, None  # validate() refuses it, asking for the environment's solved return
+    note = (f"discovery threshold {solved:g}: {config.env_name}'s solved return "
+            f"(DeepSea's {DEEPSEA_THRESHOLD} would mean nothing there)")
+    return dataclasses.replace(config, discovery_threshold=solved), note
+
+
+def _within(value, meta) -> bool:
+    low, high = meta["low"], meta["high"]
+    if low is not None and (value <= low if meta["low_open"] else value < low):
+        return False
+    return high is None or value <= high
+
+
+def _option(name: str) -> str:
+    return "--" + name.replace("_", "-")
 
 
 def _fmt(value) -> str:

@@ -10,9 +10,9 @@ learning steps are separate loops, so no branch carries the whole state.
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Callable
 
 import jax
@@ -22,11 +22,12 @@ import optax
 from flax import struct
 
 from . import agent
-from .agent import Hyper
+from .agent import Agent, Hyper, make_agent
 from .config import TrainConfig, config_hash, program_signature
 from .envs import EnvAdapter, make_env
+from .kinds import KINDS
 from .metrics import Tracker, record_episodes, summarize, tracker_init
-from .networks import QNetwork, ensemble_apply, ensemble_apply_shared, init_ensemble
+from .networks import QNetwork
 from .replay import ReplayBuffer, Transition, replay_add, replay_init, replay_sample, replay_sample_bits
 
 
@@ -70,20 +71,7 @@ class RunState:
     rng: jax.Array
 
 
-def default_hyper(config: TrainConfig) -> Hyper:
-    """The traced hyperparameters of `config` as float32/int32 scalars."""
-    f32 = lambda x: jnp.asarray(x, jnp.float32)  # noqa: E731
-    return Hyper(
-        learning_rate=f32(config.effective_learning_rate),
-        weight_decay=f32(config.weight_decay),
-        gamma=f32(config.gamma),
-        prior_scale=f32(config.prior_scale if config.kind == "bootrp" else 0.0),
-        eps_start=f32(config.eps_start),
-        eps_end=f32(config.eps_end),
-        eps_decay_fraction=f32(config.eps_decay_fraction),
-        discovery_threshold=f32(config.discovery_threshold),
-        target_period=jnp.asarray(config.target_period, jnp.int32),
-    )
+default_hyper = agent.hyper_of  # the traced hyperparameters of a config (agent.Hyper)
 
 
 def seed_keys(config: TrainConfig, seeds) -> jax.Array:
@@ -94,125 +82,38 @@ def seed_keys(config: TrainConfig, seeds) -> jax.Array:
 
 @dataclass(frozen=True)
 class Trainer:
-    """The pure functions of one run; `train(key, hyper)` = init, every logging segment, summary."""
+    """The pure functions of one run: init, the warm-up and learning steps, the logging
+    segments; `train(key, hyper)` = init, every segment, summary. The agent's own
+    functions (Q-values, acting, TD loss) are `agent`'s."""
 
     config: TrainConfig
     env: EnvAdapter
-    network: QNetwork
+    agent: Agent
     num_steps: int  # vector steps per run
     learn_start: int  # first vector step with a gradient step
-
-    # ------------------------------------------------------------- Q-VALUES
-    @property
-    def use_prior(self) -> bool:
-        """bootrp has a prior; so has DeepSea boot, scaled by 0.
-
-        A zero-scaled, tabulated prior leaves boot's runs exactly as without one
-        (its draws use a key of their own) and makes boot and bootrp one and
-        the same compiled program, which the persistent compilation cache then
-        serves to both.
-        """
-        kind = self.config.kind
-        return kind == "bootrp" or (kind == "boot" and self.env.obs_is_index)
-
-    def prior_values(self, prior, obs: jax.Array) -> jax.Array:
-        """Prior Q of each member on its own observations: obs (K, B[, d]) -> (K, B, A)."""
-        if not self.use_prior:
-            return jnp.zeros((*obs.shape[:2], self.env.num_actions), jnp.float32)
-        if self.env.obs_is_index:
-            return jax.vmap(lambda table, o: table[o])(prior, obs)
-        return ensemble_apply(self.network, prior, obs)
-
-    def q_shared(self, params, prior, obs: jax.Array, hyper: Hyper) -> jax.Array:
-        """Every member's total Q on the same observations: obs (B[, d]) -> (K, B, A)."""
-        q = ensemble_apply_shared(self.network, params, obs)
-        if self.use_prior:
-            members = q.shape[0]
-            prior_q = self.prior_values(prior, jnp.broadcast_to(obs, (members, *obs.shape)))
-            q = q + hyper.prior_scale * prior_q
-        return q
-
-    def q_acting(self, params, prior, obs: jax.Array, active: jax.Array, hyper: Hyper) -> jax.Array:
-        """Total Q of each env's acting member on that env's observation: (E,[d]), (E,) -> (E, A).
-
-        Only the acting member is evaluated. For DeepSea its first layer is
-        sliced to the one row it needs, so no env copies a member's (cells, width)
-        table.
-        """
-        network = self.network.clone(num_cells=1) if self.env.obs_is_index else self.network
-
-        def member_q(params, member, o):
-            member_params = jax.tree.map(lambda leaf: leaf[member], params)
-            if self.env.obs_is_index:  # the one row of the first layer this env needs
-                first = member_params["params"]["RowLookupDense_0"]
-                first = {**first, "kernel": first["kernel"][o][None]}
-                member_params = {"params": {**member_params["params"], "RowLookupDense_0": first}}
-                o = jnp.zeros_like(o)
-            return network.apply(member_params, o)
-
-        q = jax.vmap(member_q, in_axes=(None, 0, 0))(params, active, obs)
-        if self.use_prior:
-            if self.env.obs_is_index:
-                prior_q = prior[active, obs]
-            else:
-                prior_q = jax.vmap(member_q, in_axes=(None, 0, 0))(prior, active, obs)
-            q = q + hyper.prior_scale * prior_q
-        return q
-
-    @property
-    def target_table(self) -> bool:
-        """Keep the target networks as a Q-table over all DeepSea cells instead of parameters.
-
-        The target changes only every `target_period` steps, so tabulating it
-        then (cells forward passes) is cheaper than evaluating it on every
-        minibatch (members x batch_size passes per step) while cells <=
-        target_period x batch_size -- true for DeepSea up to n = 56 by default.
-        """
-        cfg = self.config
-        return self.env.obs_is_index and self.env.obs_size <= cfg.target_period * cfg.batch_size
-
-    def target_of(self, params, prior, hyper: Hyper):
-        """The target state made from the current online parameters."""
-        if self.target_table:
-            return self.q_shared(params, prior, jnp.arange(self.env.obs_size), hyper)
-        return params
-
-    def target_values(self, target, prior, obs: jax.Array, hyper: Hyper) -> jax.Array:
-        """Target Q (prior included) of each member on its own observations: (K, B[, d]) -> (K, B, A)."""
-        if self.target_table:
-            return jax.vmap(lambda table, o: table[o])(target, obs)
-        return ensemble_apply(self.network, target, obs) + hyper.prior_scale * self.prior_values(prior, obs)
-
-    def optimizer(self, hyper: Hyper) -> optax.GradientTransformation:
-        return optax.adamw(hyper.learning_rate, weight_decay=hyper.weight_decay)
 
     # ------------------------------------------------------------------ INIT
     def init(self, key: jax.Array, hyper: Hyper) -> RunState:
         cfg, env = self.config, self.env
-        members, num_envs = cfg.members, cfg.num_envs
+        num_envs = cfg.num_envs
         rng, rng_map, rng_net, rng_prior, rng_reset, rng_member = jax.random.split(key, 6)
         env_params = env.params_for_run(rng_map)
         obs, env_state = jax.vmap(env.reset, in_axes=(0, None))(jax.random.split(rng_reset, num_envs), env_params)
-        params = init_ensemble(self.network, rng_net, members, obs[0])
-        prior = None
-        if self.use_prior:
-            prior = init_ensemble(self.network, rng_prior, members, obs[0])
-            if env.obs_is_index:  # the prior is fixed: tabulate it once over all cells
-                prior = ensemble_apply_shared(self.network, prior, jnp.arange(env.obs_size))
+        params, prior = self.agent.init_networks(rng_net, rng_prior, obs[0])
         example = Transition(obs[0], jnp.int32(0), jnp.float32(0), obs[0], jnp.float32(0))
         return RunState(
             params=params,
-            target=self.target_of(params, prior, hyper),
-            opt_state=self.optimizer(hyper).init(params),
+            target=self.agent.target_of(params, prior, hyper),
+            opt_state=self.agent.optimizer(hyper).init(params),
             prior=prior,
             env_params=env_params,
             env_state=env_state,
             obs=obs,
-            active=jax.random.randint(rng_member, (num_envs,), 0, members, dtype=jnp.int32),
+            active=jax.random.randint(rng_member, (num_envs,), 0, self.agent.members, dtype=jnp.int32),
             episode_return=jnp.zeros((num_envs,), jnp.float32),
             buffer=replay_init(cfg.rb_size, example),
             probe_obs=jnp.zeros((cfg.num_probe_states, *obs.shape[1:]), obs.dtype),
-            tracker=tracker_init(members, cfg.num_log_points),
+            tracker=tracker_init(self.agent.members, cfg.num_log_points),
             rng=rng,
         )
 
@@ -220,17 +121,17 @@ class Trainer:
     def draw(self, rng: jax.Array, learning: bool) -> tuple[jax.Array, jax.Array, jax.Array]:
         """A vector step's randomness from one draw: (next rng, env key, uint32 bits).
 
-        bits: acting (E new members, and for eps E explore coins and E random
-        actions), then, when learning, the K x B minibatch slots.
+        bits: acting (`agent.draws_per_env` per env), then, when learning, the
+        K x B minibatch slots.
         """
         cfg = self.config
         rng, rng_env, rng_bits = jax.random.split(rng, 3)
-        count = self.act_draws + (cfg.members * cfg.batch_size if learning else 0)
+        count = self.act_draws + (self.agent.members * cfg.batch_size if learning else 0)
         return rng, rng_env, jax.random.bits(rng_bits, (count,), jnp.uint32)
 
     @property
     def act_draws(self) -> int:
-        return self.config.num_envs * (3 if self.config.kind == "eps" else 1)
+        return self.config.num_envs * self.agent.draws_per_env()
 
     def act_step(self, state: RunState, t: jax.Array, hyper: Hyper) -> RunState:
         """A warm-up vector step: act, store, account (no learning)."""
@@ -239,18 +140,10 @@ class Trainer:
 
     def act(self, state: RunState, t: jax.Array, hyper: Hyper, rng_env: jax.Array, bits: jax.Array) -> RunState:
         """Act in all envs, store the transitions, account for the episodes that ended."""
-        cfg, env = self.config, self.env
-        num_envs = cfg.num_envs
-        q_acting = self.q_acting(state.params, state.prior, state.obs, state.active, hyper)  # (E, A)
+        env, num_envs = self.env, self.config.num_envs
+        q_acting = self.agent.q_acting(state.params, state.prior, state.obs, state.active, hyper)  # (E, A)
         eps = agent.epsilon(t.astype(jnp.float32) / self.num_steps, hyper)
-        if cfg.kind == "eps":
-            action = agent.act(
-                q_acting, True, eps,
-                explore_uniform=agent.uniform_floats(bits[num_envs:2 * num_envs]),
-                random_action=agent.uniform_ints(bits[2 * num_envs:3 * num_envs], env.num_actions),
-            )
-        else:
-            action = agent.act(q_acting, False, eps)
+        action = self.agent.act(q_acting, eps, bits)
         next_obs, env_state, reward, terminated, done, final_obs = jax.vmap(env.step, in_axes=(0, 0, 0, None))(
             env.step_keys(rng_env, num_envs), state.env_state, action, state.env_params
         )
@@ -265,11 +158,10 @@ class Trainer:
             state.tracker, done, episode_return, state.active, hyper.discovery_threshold, in_last_tenth
         )
         tracker = tracker.replace(diverged=tracker.diverged | ~jnp.all(jnp.isfinite(q_acting)))
-        new_member = agent.uniform_ints(bits[:num_envs], cfg.members)
         return state.replace(
             env_state=env_state,
             obs=next_obs,
-            active=jnp.where(done, new_member, state.active),
+            active=jnp.where(done, self.agent.new_members(bits, num_envs), state.active),
             episode_return=jnp.where(done, 0.0, episode_return),
             buffer=buffer,
             tracker=tracker,
@@ -278,28 +170,18 @@ class Trainer:
     def learn_step(self, state: RunState, t: jax.Array, hyper: Hyper) -> RunState:
         """A vector step followed by one AdamW step on every member's own minibatch,
         then the hard target update every `target_period` gradient steps."""
-        cfg = self.config
+        cfg, ag = self.config, self.agent
         rng, rng_env, bits = self.draw(state.rng, learning=True)
         state = self.act(state.replace(rng=rng), t, hyper, rng_env, bits)
-        slot_bits = bits[self.act_draws:].reshape(cfg.members, cfg.batch_size)
+        slot_bits = bits[self.act_draws:].reshape(ag.members, cfg.batch_size)
         batch = replay_sample_bits(state.buffer, slot_bits)  # leaves (K, B, ...)
-        prior_q = self.prior_values(state.prior, batch.obs)
-        q_next_target = self.target_values(state.target, state.prior, batch.next_obs, hyper)
-        q_next_online = None
-        if cfg.double_dqn:
-            q_next_online = ensemble_apply(self.network, state.params, batch.next_obs)
-            q_next_online = q_next_online + hyper.prior_scale * self.prior_values(state.prior, batch.next_obs)
-        (loss, q_max), grads = jax.value_and_grad(agent.td_loss, has_aux=True)(
-            state.params, self.network, batch, prior_q, q_next_target, q_next_online, hyper
-        )
-        updates, opt_state = self.optimizer(hyper).update(grads, state.opt_state, state.params)
+        (loss, q_max), grads = ag.loss_and_grads(state.params, state.prior, state.target, batch, cfg.double_dqn, hyper)
+        updates, opt_state = ag.optimizer(hyper).update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         grad_step = t - self.learn_start + 1
         update_target = grad_step % hyper.target_period == 0
-        if self.target_table:  # a branch: the table is recomputed only when the target changes
-            target = jax.lax.cond(
-                update_target, lambda: self.target_of(params, state.prior, hyper), lambda: state.target
-            )
+        if ag.target_table:  # a branch: the table is recomputed only when the target changes
+            target = jax.lax.cond(update_target, lambda: ag.target_of(params, state.prior, hyper), lambda: state.target)
         else:  # a select XLA fuses into the optimiser's pass over the parameters
             target = jax.tree.map(lambda p, tp: jnp.where(update_target, p, tp), params, state.target)
         finite = jnp.isfinite(loss) & jnp.isfinite(q_max)
@@ -312,52 +194,53 @@ class Trainer:
 
     def q_diversity(self, state: RunState, hyper: Hyper) -> jax.Array:
         """Std across members of Q on the probe set, averaged over probes and actions."""
-        q = self.q_shared(state.params, state.prior, state.probe_obs, hyper)  # (K, P, A)
+        q = self.agent.q_shared(state.params, state.prior, state.probe_obs, hyper)  # (K, P, A)
         return jnp.mean(jnp.std(q, axis=0))
 
-    # -------------------------------------------------------------- SEGMENTS
-    def segment_bounds(self, point: jax.Array) -> tuple[jax.Array, jax.Array]:
-        """Vector steps [t0, t1) of logging segment `point` (of num_log_points)."""
-        total, points = self.num_steps, self.config.num_log_points
-        return (point * total) // points, ((point + 1) * total) // points
 
-    def run_segment(self, state: RunState, point: jax.Array, hyper: Hyper) -> RunState:
-        """Train through logging segment `point`, then record Q-diversity for it.
+# ------------------------------------------------------------------ SEGMENTS
+def segment_bounds(trainer: Trainer, point: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Vector steps [t0, t1) of logging segment `point` (of num_log_points)."""
+    total, points = trainer.num_steps, trainer.config.num_log_points
+    return (point * total) // points, ((point + 1) * total) // points
 
-        Steps before `learn_start` only act (warm-up: the buffer fills with the
-        acting policy's transitions); the probe set is drawn from that initial
-        buffer just before the first gradient step. Loop bounds are traced, so
-        one compiled program serves every segment.
-        """
-        t0, t1 = self.segment_bounds(point)
-        s0 = self.learn_start
-        state = jax.lax.fori_loop(t0, jnp.minimum(t1, s0), lambda t, s: self.act_step(s, t, hyper), state)
-        take_probe = (t0 <= s0) & (s0 < t1)
-        probe_key = jax.random.fold_in(state.rng, 1)
-        probe_obs = jax.lax.cond(
-            take_probe,
-            lambda: replay_sample(state.buffer, probe_key, (self.config.num_probe_states,)).obs,
-            lambda: state.probe_obs,
-        )
-        state = state.replace(probe_obs=probe_obs)
-        state = jax.lax.fori_loop(jnp.maximum(t0, s0), t1, lambda t, s: self.learn_step(s, t, hyper), state)
-        diversity = jax.lax.cond(t1 > s0, lambda: self.q_diversity(state, hyper), lambda: jnp.float32(jnp.nan))
-        return state.replace(tracker=state.tracker.replace(diversity=state.tracker.diversity.at[point].set(diversity)))
 
-    def summary(self, state: RunState) -> dict[str, jax.Array]:
-        return summarize(state.tracker)
+def run_segment(trainer: Trainer, state: RunState, point: jax.Array, hyper: Hyper) -> RunState:
+    """Train through logging segment `point`, then record Q-diversity for it.
 
-    def run(self, key: jax.Array, hyper: Hyper | None = None) -> RunState:
-        """The whole run as one pure function of the key; returns the final state."""
-        hyper = default_hyper(self.config) if hyper is None else hyper
-        state = self.init(key, hyper)
-        return jax.lax.fori_loop(
-            0, self.config.num_log_points, lambda point, s: self.run_segment(s, point, hyper), state
-        )
+    Steps before `learn_start` only act (warm-up: the buffer fills with the
+    acting policy's transitions); the probe set is drawn from that initial
+    buffer just before the first gradient step. Loop bounds are traced, so
+    one compiled program serves every segment.
+    """
+    t0, t1 = segment_bounds(trainer, point)
+    s0 = trainer.learn_start
+    state = jax.lax.fori_loop(t0, jnp.minimum(t1, s0), lambda t, s: trainer.act_step(s, t, hyper), state)
+    take_probe = (t0 <= s0) & (s0 < t1)
+    probe_key = jax.random.fold_in(state.rng, 1)
+    probe_obs = jax.lax.cond(
+        take_probe,
+        lambda: replay_sample(state.buffer, probe_key, (trainer.config.num_probe_states,)).obs,
+        lambda: state.probe_obs,
+    )
+    state = state.replace(probe_obs=probe_obs)
+    state = jax.lax.fori_loop(jnp.maximum(t0, s0), t1, lambda t, s: trainer.learn_step(s, t, hyper), state)
+    diversity = jax.lax.cond(t1 > s0, lambda: trainer.q_diversity(state, hyper), lambda: jnp.float32(jnp.nan))
+    return state.replace(tracker=state.tracker.replace(diversity=state.tracker.diversity.at[point].set(diversity)))
 
-    def train(self, key: jax.Array, hyper: Hyper | None = None) -> dict[str, jax.Array]:
-        """The per-run metrics of `run` (tests, notebooks: `jax.jit(jax.vmap(trainer.train))(keys)`)."""
-        return self.summary(self.run(key, hyper))
+
+def run(trainer: Trainer, key: jax.Array, hyper: Hyper | None = None) -> RunState:
+    """The whole run as one pure function of the key; returns the final state."""
+    hyper = default_hyper(trainer.config) if hyper is None else hyper
+    state = trainer.init(key, hyper)
+    return jax.lax.fori_loop(
+        0, trainer.config.num_log_points, lambda point, s: run_segment(trainer, s, point, hyper), state
+    )
+
+
+def train(trainer: Trainer, key: jax.Array, hyper: Hyper | None = None) -> dict[str, jax.Array]:
+    """The per-run metrics of `run` (tests, notebooks: `jax.jit(jax.vmap(partial(train, trainer)))(keys)`)."""
+    return summarize(run(trainer, key, hyper).tracker)
 
 
 def make_train(config: TrainConfig, env: EnvAdapter | None = None) -> Trainer:
@@ -372,9 +255,10 @@ def make_train(config: TrainConfig, env: EnvAdapter | None = None) -> Trainer:
         num_actions=env.num_actions,
         num_cells=env.obs_size if env.obs_is_index else 0,
     )
+    the_agent = make_agent(config, network, env.num_actions, env.obs_is_index, env.obs_size)
     # learning starts once the buffer holds learning_starts transitions
-    learn_start = min(math.ceil(config.learning_starts / config.num_envs), config.num_vector_steps)
-    return Trainer(config, env, network, config.num_vector_steps, learn_start)
+    learn_start = min(config.warmup_steps, config.num_vector_steps)
+    return Trainer(config, env, the_agent, config.num_vector_steps, learn_start)
 
 
 # ------------------------------------------------------------------ HOST SIDE
@@ -441,7 +325,7 @@ def train_batch(
     signatures = {program_signature(c) for c in configs}
     if len(signatures) != 1:
         raise ValueError("train_batch: the cells differ in shapes or static settings; group them by program_signature")
-    representative = next((c for c in configs if c.kind == "bootrp"), configs[0])
+    representative = next((c for c in configs if KINDS[c.kind].has_prior), configs[0])
     trainer = make_train(representative)
     for config in configs:
         config.validate()
@@ -464,13 +348,13 @@ def train_batch(
     batched_init = jax.vmap(trainer.init, in_axes=(0, hyper_axes))
     state_shape = jax.eval_shape(batched_init, keys, hyper)
     init = jax.jit(batched_init, **init_shardings).lower(keys, hyper).compile(compile_options(hot_loop=False))
-    run_segment = (
-        jax.jit(jax.vmap(trainer.run_segment, in_axes=(0, None, hyper_axes)), donate_argnums=0, **segment_shardings)
+    segment = (
+        jax.jit(jax.vmap(partial(run_segment, trainer), in_axes=(0, None, hyper_axes)), donate_argnums=0, **segment_shardings)
         .lower(state_shape, jnp.int32(0), hyper)
         .compile(compile_options(hot_loop=True))
     )
     summary = (
-        jax.jit(jax.vmap(trainer.summary), **summary_shardings)
+        jax.jit(jax.vmap(lambda state: summarize(state.tracker)), **summary_shardings)
         .lower(state_shape)
         .compile(compile_options(hot_loop=False))
     )
@@ -483,7 +367,7 @@ def train_batch(
     segment_seconds = []
     for point in range(points):
         t_segment = time.perf_counter()
-        state = run_segment(state, jnp.int32(point), hyper)
+        state = segment(state, jnp.int32(point), hyper)
         jax.block_until_ready(state.tracker.episodes)  # each segment timed (a sync per log point: negligible)
         segment_seconds.append(time.perf_counter() - t_segment)
         if progress is not None and ((point + 1) % report_every == 0 or point + 1 == points):

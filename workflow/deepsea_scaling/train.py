@@ -1,11 +1,14 @@
-"""Command line: train one shard of seeds of one (kind, K, n) cell and write its run table.
+"""Command line: train seeds of one (kind, K, n) cell, or a group of cells, and write the run table.
 
     python -m deepsea_scaling.train --kind bootrp --ensemble-size 10 --hardness 20 \\
         --seeds 0:32 --num-episodes 50000 --out results/shard.parquet
+    python -m deepsea_scaling.train --batch @group.json --out results/group.parquet
 
-Writes the table (one row per seed) and a JSON provenance sidecar beside it
-(same name, suffix .json), both atomically. Bad input exits with status 2 and
-one line naming the option, before JAX compiles anything.
+Writes the table (one row per run) and then a JSON provenance sidecar beside it
+(same name, suffix .json), each atomically; if either cannot be written,
+neither is left and the exit status is 1. Bad input exits with status 2 and
+one line naming the option, its value and what is accepted, before JAX
+compiles anything.
 """
 
 from __future__ import annotations
@@ -13,15 +16,25 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime as dt
+import json
 import shlex
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
-from .config import ConfigError, TrainConfig, config_hash
+from .config import FIELDS, ConfigError, TrainConfig, accepted, config_hash, for_environment, program_signature
+from .kinds import KINDS
 
 PROG = "deepsea-train"
+BATCH_HELP = (
+    'several cells in one compiled program: a JSON list (inline, or @FILE to read it from FILE) of '
+    '{"config": {option: value}, "seeds": [start, stop]} entries. Without "out" in the entries, all rows '
+    'go into one table at --out (one sidecar lists every entry); with an "out" in every entry, each entry '
+    "gets its own table. The cells must share shapes (K, n, buffer, budget) and may differ in traced "
+    "hyperparameters and boot/bootrp. Each run's row is the same as when trained alone."
+)
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -29,6 +42,15 @@ class OneLineParser(argparse.ArgumentParser):
 
     def error(self, message):
         self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One cell's seeds to train, and where its rows go (None: the group table at --out)."""
+
+    config: TrainConfig
+    seeds: range
+    out: Path | None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -41,37 +63,46 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--seeds", metavar="START:STOP",
                      help="seed indices of this shard, half-open, e.g. 0:32 (required without --batch)")
     run.add_argument("--out", metavar="PATH.parquet",
-                     help="output table; the provenance sidecar goes to PATH.json (required without --batch)")
-    run.add_argument("--batch", metavar="JSON",
-                     help='several shards in one compiled program: a JSON list of {"config": {option: value}, '
-                          '"seeds": [start, stop], "out": "path.parquet"}; the cells must share shapes '
-                          "(K, n, buffer, budget) and may differ in other hyperparameters and boot/bootrp. "
-                          "Each run's row is the same as when trained alone.")
+                     help="output table; the provenance sidecar goes to PATH.json (required unless every "
+                          "--batch entry has its own out)")
+    run.add_argument("--batch", metavar="JSON|@FILE", help=BATCH_HELP)
     run.add_argument("--cpu-devices", type=int, default=1, metavar="N",
                      help="on a CPU: split the runs over N XLA CPU devices, one core each (N must divide the "
                           "number of runs, else the largest divisor below N is used; no effect on a GPU). "
                           "Training is the same; the Q-diversity curve can differ in the last bit.")
     run.add_argument("--quiet", action="store_true", help="no progress lines")
-    hp = parser.add_argument_group("hyperparameters (defaults: REFERENCE.md)")
+    hp = parser.add_argument_group("hyperparameters (defaults: REFERENCE.md; bounds: TrainConfig's declarations)")
     for f in dataclasses.fields(TrainConfig):
         flag = "--" + f.name.replace("_", "-")
         names = [flag, "--episodes"] if f.name == "num_episodes" else [flag]
-        help_text = f.metadata.get("help", "")
-        if f.type in ("bool", bool):
+        help_text = f"{f.metadata['help']}; accepted: {accepted(f.name)}"
+        if f.type == "bool":
             hp.add_argument(*names, dest=f.name, action=argparse.BooleanOptionalAction, default=f.default, help=help_text)
-        elif f.name == "hidden_sizes":
-            hp.add_argument(*names, dest=f.name, type=_parse_sizes, default=f.default, metavar="W1,W2,...", help=help_text)
         else:
-            kind = {"int": int, "float": float, "str": str}[f.type]
-            hp.add_argument(*names, dest=f.name, type=kind, default=f.default, help=help_text)
+            metavar = "W1,W2,..." if f.name == "hidden_sizes" else None
+            hp.add_argument(*names, dest=f.name, type=_cli_type(f.name), default=f.default, metavar=metavar,
+                            help=help_text)
     return parser
 
 
-def _parse_sizes(text: str) -> tuple[int, ...]:
-    try:
-        return tuple(int(w) for w in text.split(",") if w.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, e.g. 24,24, not {text!r}") from None
+def _cli_type(name: str):
+    """Parse an option's text as its field's type; the error names what is accepted."""
+    kind = FIELDS[name].type
+
+    def parse(text: str):
+        try:
+            if kind == "int":
+                return int(text)
+            if kind == "float":
+                return float(text)
+            if kind == "str":
+                return text
+            return tuple(int(w) for w in text.split(",") if w.strip())
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is invalid: give {accepted(name)}") from None
+
+    parse.__name__ = kind  # argparse names the type in some messages
+    return parse
 
 
 def parse_seeds(text: str) -> range:
@@ -132,38 +163,90 @@ def rows(config: TrainConfig, seeds: range, metrics: dict) -> "pandas.DataFrame"
     return pd.DataFrame.from_records(records)
 
 
-def parse_batch(text: str) -> list[tuple[TrainConfig, range, Path]]:
-    """--batch: a JSON list of {"config": {field: value}, "seeds": [start, stop], "out": path}."""
-    import json
-
+def resolve_config(config: TrainConfig, where: str = "") -> tuple[TrainConfig, str | None]:
+    """The config to train: K = 1 for a kind that is no ensemble, DeepSea's threshold replaced by
+    the environment's solved return (`config.for_environment`), the environment checked, then
+    `validate()`. Returns (config, a note on what was replaced or None); ConfigError on bad input."""
     try:
-        entries = json.loads(text)
-        if not isinstance(entries, list) or not entries:
+        if config.kind in KINDS and not KINDS[config.kind].ensemble:
+            config = dataclasses.replace(config, ensemble_size=1)
+        config, note = for_environment(config)
+        if not config.is_deepsea:  # unknown or non-discrete environments fail here, before compiling
+            from .envs import make_env
+
+            make_env(config)
+        return config.validate(), note
+    except ConfigError as err:
+        raise ConfigError(f"{where}{err}") from None
+
+
+def read_spec(text: str) -> str:
+    """--batch's JSON: the text itself, or the contents of FILE for '@FILE'."""
+    if not text.startswith("@"):
+        return text
+    try:
+        return Path(text[1:]).read_text()
+    except OSError as err:
+        raise ConfigError(f"--batch={text} is invalid: cannot read {text[1:]} ({err.strerror})") from None
+
+
+def parse_batch(text: str, group_out: str | None = None) -> tuple[list[Entry], list[str]]:
+    """--batch: a JSON list of {"config": {field: value}, "seeds": [start, stop][, "out": path]}.
+
+    Every entry has an "out" (one table each; no --out) or none has (one group
+    table at `group_out`). Returns (entries, notes on replaced thresholds).
+    """
+    try:
+        items = json.loads(read_spec(text))
+        if not isinstance(items, list) or not items:
             raise ValueError("expected a non-empty JSON list")
     except ValueError as err:
         raise ConfigError(f"--batch is invalid: {err}") from None
-    cells = []
-    for i, entry in enumerate(entries):
+    shape = '{"config": {...}, "seeds": [start, stop]} (and "out": "path.parquet" in every entry or in none)'
+    with_out = [isinstance(item, dict) and "out" in item for item in items]
+    if any(with_out) and not all(with_out):
+        raise ConfigError(f'--batch is invalid: entries {[i for i, w in enumerate(with_out) if not w]} have no '
+                          f'"out" but others do; give {shape}')
+    if all(with_out) and group_out is not None:
+        raise ConfigError('--out is invalid with --batch entries that each have an "out"; drop one of them')
+    if not all(with_out) and group_out is None:
+        raise ConfigError('--out is required: the --batch entries have no "out", so all rows go into --out')
+    entries, notes, outs = [], [], {}
+    for i, item in enumerate(items):
+        where = f"--batch entry {i}: "
         try:
-            overrides = dict(entry["config"])
-            start, stop = entry["seeds"]
-            out = entry["out"]
+            overrides = item["config"]
+            start, stop = item["seeds"]
+            if not isinstance(overrides, dict) or set(item) - {"config", "seeds", "out"}:
+                raise TypeError
         except (KeyError, TypeError, ValueError):
-            raise ConfigError(f'--batch entry {i} is invalid: give {{"config": {{...}}, "seeds": [start, stop], "out": "path.parquet"}}') from None
-        if overrides.get("kind") == "eps":
-            overrides["ensemble_size"] = 1
-        try:
-            config = TrainConfig.from_dict(overrides).validate()
-        except (ConfigError, TypeError) as err:
-            raise ConfigError(f"--batch entry {i}: {err}") from None
-        cells.append((config, parse_seeds(f"{start}:{stop}"), check_output(out)))
-    from .config import program_signature
-
-    signatures = {program_signature(config) for config, _, _ in cells}
-    if len(signatures) > 1:
+            raise ConfigError(f"--batch entry {i} is invalid: give {shape}") from None
+        if not all(isinstance(x, int) and not isinstance(x, bool) for x in (start, stop)):
+            raise ConfigError(f"{where}seeds={[start, stop]!r} is invalid: give [start, stop] integers, 0 <= start < stop")
+        config, note = resolve_config(TrainConfig.from_dict(overrides, where), where)
+        out = None
+        if "out" in item:
+            if item["out"] in outs:
+                raise ConfigError(f"{where}out={item['out']} is invalid: entry {outs[item['out']]} writes there "
+                                  "too (one would overwrite the other); give every entry its own out")
+            outs[item["out"]] = i
+            out = check_output(str(item["out"]))
+        seeds = parse_seeds(f"{start}:{stop}")
+        for j, other in enumerate(entries):
+            if config_hash(other.config) == config_hash(config) and set(other.seeds) & set(seeds):
+                raise ConfigError(f"{where}seeds={[start, stop]} is invalid: entry {j} trains the same cell's "
+                                  f"seeds {other.seeds.start}:{other.seeds.stop}; give each run once")
+        entries.append(Entry(config, seeds, out))
+        if note and note not in notes:
+            notes.append(note)
+    if len({program_signature(e.config) for e in entries}) > 1:
         raise ConfigError("--batch is invalid: its cells differ in shapes or static settings (K, n, buffer, "
                           "budget, ...); batch only cells that differ in traced hyperparameters or boot/bootrp")
-    return cells
+    return entries, notes
+
+
+def env_label(config: TrainConfig) -> str:
+    return f"n={config.hardness}" if config.is_deepsea else config.env_name
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -171,46 +254,45 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        use_cpu_devices(args.cpu_devices)
         if args.batch is not None:
-            cells = parse_batch(args.batch)
+            if args.seeds is not None:
+                raise ConfigError("--seeds is invalid with --batch: every entry gives its seeds")
+            entries, notes = parse_batch(args.batch, args.out)
+            group_out = check_output(args.out) if args.out is not None else None
         else:
             if args.seeds is None or args.out is None:
                 raise ConfigError("--seeds and --out are required (or give --batch)")
-            hyper = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)}
-            if hyper["kind"] == "eps":
-                hyper["ensemble_size"] = 1
-            config = TrainConfig(**hyper).validate()
-            cells = [(config, parse_seeds(args.seeds), check_output(args.out))]
-        use_cpu_devices(args.cpu_devices)
-        from .envs import make_env
-
-        make_env(cells[0][0])  # unknown or non-discrete environments fail here, before compiling
+            config, note = resolve_config(TrainConfig(**{name: getattr(args, name) for name in FIELDS}))
+            entries, notes = [Entry(config, parse_seeds(args.seeds), check_output(args.out))], [note] if note else []
+            group_out = None
     except ConfigError as err:
         parser.exit(2, f"{PROG}: error: {err}\n")
 
-    from . import engine, io
+    from . import engine
 
-    first, first_seeds, _ = cells[0]
-    label = f"{first.kind} K={first.members} n={first.hardness} seeds {first_seeds.start}:{first_seeds.stop}"
-    if len(cells) > 1:
-        label = f"batch of {len(cells)} cells, n={first.hardness}"
+    first = entries[0]
+    label = f"{first.config.kind} K={first.config.members} {env_label(first.config)} seeds {first.seeds.start}:{first.seeds.stop}"
+    if len(entries) > 1:
+        label = f"batch of {len(entries)} cells, {env_label(first.config)}"
     log = (lambda msg: None) if args.quiet else (lambda msg: print(f"[{label}] {msg}", flush=True))
+    for note in notes:
+        print(f"[{label}] note: {note}", flush=True)
     started = dt.datetime.now(dt.timezone.utc)
     t0 = time.perf_counter()
-    runs = sum(len(seeds) for _, seeds, _ in cells)
-    log(f"training {runs} runs x {first.num_vector_steps:,} vector steps in one program")
-    results = engine.train_batch([(config, seeds) for config, seeds, _ in cells], progress=log)
+    runs = sum(len(e.seeds) for e in entries)
+    log(f"training {runs} runs x {first.config.num_vector_steps:,} vector steps in one program")
+    results = engine.train_batch([(e.config, e.seeds) for e in entries], progress=log)
 
-    import jax
+    def provenance(result) -> dict:
+        import jax
 
-    for (config, seeds, out), result in zip(cells, results):
-        table = rows(config, seeds, result.metrics)
-        sidecar = {
+        from . import io
+
+        return {
             "command": shlex.join([PROG, *argv]),
-            "config": config.to_dict(),
-            "config_hash": config_hash(config),
-            "seeds": [seeds.start, seeds.stop],
             "batched_runs": runs,
+            "notes": notes,
             "versions": io.package_versions(),
             "host": io.host_facts(),
             "jax_backend": jax.default_backend(),
@@ -218,17 +300,51 @@ def main(argv: list[str] | None = None) -> int:
             "compile_seconds": round(result.compile_seconds, 3),
             "run_seconds": round(result.run_seconds, 3),
             "wall_seconds": round(time.perf_counter() - t0, 3),
-            "vector_steps_per_second": round(config.num_vector_steps / max(result.run_seconds, 1e-9), 1),
+            "vector_steps_per_second": round(first.config.num_vector_steps / max(result.run_seconds, 1e-9), 1),
             "started_utc": started.isoformat(timespec="seconds"),
             "finished_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         }
-        io.write_json(sidecar, io.sidecar_path(out))
-        io.write_table(table, out)
-        log(
-            f"wrote {out}: discovered {int(table['discovered'].sum())}/{len(table)}, "
-            f"diverged {int(table['diverged'].sum())}; compile {result.compile_seconds:.1f}s, run {result.run_seconds:.1f}s"
-        )
+
+    def describe(entry: Entry) -> dict:
+        return {"config": entry.config.to_dict(), "config_hash": config_hash(entry.config),
+                "seeds": [entry.seeds.start, entry.seeds.stop]}
+
+    if group_out is not None:
+        import pandas as pd
+
+        table = pd.concat([rows(e.config, e.seeds, r.metrics) for e, r in zip(entries, results)], ignore_index=True)
+        outputs = [(group_out, table, {**provenance(results[0]), "entries": [describe(e) for e in entries]})]
+    else:
+        outputs = [(e.out, rows(e.config, e.seeds, r.metrics), {**provenance(r), **describe(e)})
+                   for e, r in zip(entries, results)]
+    for out, table, sidecar in outputs:
+        try:
+            write_outputs(table, sidecar, out)
+        except OSError as err:
+            parser.exit(1, f"{PROG}: error: cannot write {out} ({err.strerror or err}); nothing was kept for it, "
+                           "rerun the command\n")
+        log(f"wrote {out}: discovered {int(table['discovered'].sum())}/{len(table)}, "
+            f"diverged {int(table['diverged'].sum())}; compile {results[0].compile_seconds:.1f}s, "
+            f"run {results[0].run_seconds:.1f}s")
     return 0
+
+
+def write_outputs(table, sidecar: dict, out: Path) -> None:
+    """The table first, then its sidecar, each atomically: a sidecar never claims a missing table.
+
+    Older outputs go first; if the new sidecar cannot be written, the new table
+    is removed again, so a failure leaves neither and a rerun redoes the job.
+    """
+    from . import io
+
+    io.sidecar_path(out).unlink(missing_ok=True)
+    out.unlink(missing_ok=True)
+    io.write_table(table, out)
+    try:
+        io.write_json(sidecar, io.sidecar_path(out))
+    except BaseException:
+        out.unlink(missing_ok=True)
+        raise
 
 
 if __name__ == "__main__":

@@ -44,10 +44,20 @@ def test_groups_cover_every_cell_and_shard_exactly_once(config, name):
         assert len(groups) < len(planned)
 
 
-def test_paper_study_groups_boot_with_bootrp(config):
-    groups = train_groups(S.load_study(config, "paper"))
+def test_shape_grouping_trains_boot_with_bootrp(config):
+    grid = copy.deepcopy(config)
+    grid["studies"]["paper"].update(design="grid", train_grouping="shape")
+    groups = train_groups(S.load_study(grid, "paper"))
     assert len(groups) == 13 * 36
     assert all(sorted(c.kind for c in g.cells) == ["boot", "bootrp"] for g in groups)
+
+
+def test_a_sequential_design_trains_cell_by_cell(config):
+    """Its rounds pick single cells, so each cell's shard is a group of its own."""
+    study = S.load_study(config, "paper")
+    assert study.design == "reference" and study.sequential
+    groups = train_groups(study)
+    assert len(groups) == 2 * 13 * 36 and all(len(g.cells) == 1 for g in groups)
 
 
 def test_batch_spec_rebuilds_every_members_hash(config):

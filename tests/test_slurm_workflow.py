@@ -224,7 +224,7 @@ def test_study_plans_three_groups_of_one_kind_pair(faulty_then_fixed):
 
 def test_first_attempt_failure_is_retried_with_more_runtime_and_memory(faulty_then_fixed):
     faulty, _, wf = faulty_then_fixed
-    (first_id, first), (retry_id, retry) = faulty.group_jobs(FLAKY)  # exactly two sbatch jobs
+    (_, first), (_, retry) = faulty.group_jobs(FLAKY)  # exactly two sbatch jobs
     assert first["JobState"] == "FAILED" and first["ExitCode"].startswith("1:"), first
     assert retry["JobState"] == "COMPLETED", retry
     assert _minutes(retry["TimeLimit"]) == 2 * _minutes(first["TimeLimit"]), (first, retry)
@@ -239,7 +239,7 @@ def test_first_attempt_failure_is_retried_with_more_runtime_and_memory(faulty_th
 
 
 def test_always_failing_job_stops_the_study_showing_its_log(faulty_then_fixed):
-    faulty, _, wf = faulty_then_fixed
+    faulty, _, _ = faulty_then_fixed
     assert faulty.returncode not in (0, None), faulty.tail()
     attempts = faulty.group_jobs(BROKEN)
     assert [r["JobState"] for _, r in attempts] == ["FAILED", "FAILED"], attempts

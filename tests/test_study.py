@@ -115,7 +115,8 @@ def test_study_in_a_configfile_replaces_the_study_of_that_name_whole(config):
     from snakemake.utils import update_config
 
     user = {"studies": {"default": {"kinds": {"boot": {"ensemble_sizes": [2], "hardness": [4]}},
-                                    "seeds_per_cell": 4, "shard_size": 2, "num_episodes": 400}}}
+                                    "seeds_per_cell": 4, "shard_size": 2, "num_episodes": 400,
+                                    "hyperparameters": {"rb_size": 1000, "learning_starts": 500}}}}
     merged = copy.deepcopy(config)
     update_config(merged, copy.deepcopy(user))  # what Snakemake does with --configfile
     assert set(merged["studies"]["default"]["kinds"]) == {"boot", "bootrp", "eps"}  # inherited, silently
@@ -194,3 +195,9 @@ def test_sweep_of_a_tuple_field_gives_a_usable_variant_name(config):
     assert study.variants == ("default", "hidden_sizes=32x32", "hidden_sizes=16x16x16")
     cell = next(c for c in study.cells() if c.variant == "hidden_sizes=16x16x16")
     assert cell.config.hidden_sizes == (16, 16, 16)
+
+
+def test_a_budget_within_the_warm_up_is_refused_naming_the_budget(config):
+    bad = tiny_config(config, num_episodes=40)
+    with pytest.raises(S.StudyError, match=r"^studies\.tiny\.num_episodes: .*learning would never start"):
+        S.load_study(bad, "tiny")

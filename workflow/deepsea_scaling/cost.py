@@ -21,6 +21,7 @@ import math
 import numpy as np
 
 from .config import TrainConfig
+from .kinds import KINDS
 
 STEP_SECONDS = 0.2e-3  # fixed cost of one vector step (dispatch, acting)
 PAIR_SECONDS = 2e-5  # per run-member pair (minibatch forward/backward)
@@ -29,8 +30,8 @@ NUM_ENVS = 24  # TrainConfig.num_envs default
 
 
 def members(kind: str, ensemble_size) -> np.ndarray:
-    """Networks trained per seed: 1 for epsilon-greedy (`eps`), K otherwise."""
-    return np.ones_like(np.asarray(ensemble_size)) if kind == "eps" else np.asarray(ensemble_size)
+    """Networks trained per seed: K for an ensemble kind, 1 otherwise (kinds.KINDS)."""
+    return np.asarray(ensemble_size) if KINDS[kind].ensemble else np.ones_like(np.asarray(ensemble_size))
 
 
 def cell_cost_seconds(kind: str, ensemble_size, hardness, seeds, episodes: int, num_envs: int = NUM_ENVS) -> np.ndarray:

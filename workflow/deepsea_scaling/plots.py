@@ -28,14 +28,15 @@ from matplotlib import colors as mcolors  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 from .io import atomic_path  # noqa: E402
+from .kinds import KINDS  # noqa: E402
 from .stats import AnalysisWarning, K1_ONLY_KINDS, frontier_k, predicted_probability  # noqa: E402
 
 COLUMN_WIDTH, PAGE_WIDTH = 3.4, 7.0  # inches
 # Okabe & Ito (2008), safe for the common colour-vision deficiencies.
 OKABE_ITO = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#F0E442", "#000000")
-KIND_COLORS = {"boot": OKABE_ITO[0], "bootrp": OKABE_ITO[1], "eps": "#555555"}
-KIND_LABELS = {"boot": "BDQN", "bootrp": "RP-BDQN", "eps": "ε-greedy DQN"}
-KIND_ORDER = ("boot", "bootrp", "eps")
+KIND_COLORS = {name: kind.colour for name, kind in KINDS.items()}
+KIND_LABELS = {name: kind.label for name, kind in KINDS.items()}
+KIND_ORDER = tuple(KINDS)
 P_LEVELS = (0.05, 0.2, 0.5, 0.8, 0.95)
 PROB_CMAP = "cividis"
 STYLE = {

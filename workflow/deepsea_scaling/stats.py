@@ -29,12 +29,14 @@ import statsmodels.api as sm
 from scipy import optimize, stats
 from statsmodels.genmod.families import links
 
+from .kinds import KINDS
+
 CELL_KEYS = ("study", "variant", "kind", "ensemble_size", "hardness")
 FIT_KEYS = ("study", "variant", "kind")
 COMPARE_KEYS = ("study", "variant")
 # Kinds that have nothing but K = 1 (ε-greedy DQN): `fit_psi_table` fits them
 # on their K = 1 cells, which gives the baseline law P = ψ^n.
-K1_ONLY_KINDS = ("eps",)
+K1_ONLY_KINDS = tuple(name for name, kind in KINDS.items() if not kind.ensemble)
 
 _P_MIN, _P_MAX = 1e-100, 1.0 - 1e-15  # keeps the link and its derivative finite
 _Z95 = stats.norm.ppf(0.975)

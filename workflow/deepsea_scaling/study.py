@@ -20,7 +20,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
-from .config import KINDS, ConfigError, TrainConfig, config_hash
+from .config import KINDS, ConfigError, TrainConfig, accepted, coerce_field, config_hash
+from .kinds import KINDS as KIND_TABLE
 
 DEFAULT_VARIANT = "default"
 # Study keys whose values are not TrainConfig overrides but which select cells.
@@ -276,9 +277,9 @@ def _grid(kind: str, spec: Any, where: str) -> tuple[tuple[int, ...], tuple[int,
     spec = spec or {}
     if not isinstance(spec, Mapping):
         raise StudyError(f"{where}: must be a mapping with ensemble_sizes and hardness")
-    if kind == "eps":
+    if not KIND_TABLE[kind].ensemble:
         if "ensemble_sizes" in spec:
-            raise StudyError(f"{where}.ensemble_sizes: eps is a single DQN (K = 1); list only hardness")
+            raise StudyError(f"{where}.ensemble_sizes: {kind} trains one network (K = 1); list only hardness")
         sizes = (1,)
     else:
         sizes = _int_list(spec.get("ensemble_sizes"), f"{where}.ensemble_sizes", 1, "K")
@@ -309,31 +310,15 @@ def _overrides(hyper: Any, where: str) -> dict:
 
 
 def _coerce(name: str, value: Any, where: str) -> Any:
-    """A config value as the TrainConfig field `name` holds it; StudyError if it cannot be one."""
+    """A config value as the TrainConfig field `name` holds it, within the bounds its declaration gives."""
     if name not in _TRAIN_FIELDS:
         raise StudyError(f"{where}: unknown hyperparameter; known: {', '.join(sorted(_TRAIN_FIELDS))}")
     if name in CELL_FIELDS:
         raise StudyError(f"{where}: set by the study's grid, not as a hyperparameter")
-    default = getattr(TrainConfig(), name)
-    if isinstance(default, bool):
-        ok = isinstance(value, bool)
-    elif isinstance(default, int):
-        ok = _is_int(value)
-    elif isinstance(default, float):
-        ok = (_is_int(value) or isinstance(value, float)) and math.isfinite(value)
-        value = float(value) if ok else value
-    elif isinstance(default, tuple):
-        if isinstance(value, str):
-            value = [v for v in value.split(",") if v.strip()]
-        ok = isinstance(value, Sequence) and all(
-            _is_int(v) or (isinstance(v, str) and v.strip().isdigit()) for v in value
-        )
-        value = tuple(int(v) for v in value) if ok else value
-    else:
-        ok = isinstance(value, str)
-    if not ok:
-        raise StudyError(f"{where}: {value!r} is invalid; give a {type(default).__name__} like {default!r}")
-    return value
+    try:
+        return coerce_field(name, value, where)
+    except ConfigError:
+        raise StudyError(f"{where}: {value!r} is invalid; give {accepted(name)}") from None
 
 
 def _sweep_variants(param: str, sweep: Any, kinds: tuple[str, ...], where: str):
@@ -373,7 +358,7 @@ def variant_name(param: str, value: Any) -> str:
 
 def _train_config(values: dict, where: str, variant: str) -> TrainConfig:
     config = TrainConfig(**values)
-    if config.kind == "eps":
+    if not KIND_TABLE[config.kind].ensemble:
         config = dataclasses.replace(config, ensemble_size=1)
     try:
         return config.validate()
@@ -382,4 +367,6 @@ def _train_config(values: dict, where: str, variant: str) -> TrainConfig:
         section = "sweep" if variant != DEFAULT_VARIANT and key == variant.split("=")[0] else "hyperparameters"
         if key in ("ensemble_size", "hardness", "kind"):
             section = f"kinds.{config.kind}"
+        if key in ("num_episodes", "base_seed"):
+            raise StudyError(f"{where}.{key}: {err}") from None
         raise StudyError(f"{where}.{section}.{key}: {err}") from None

@@ -474,18 +474,17 @@ def frontier_round(kind: str, ensemble_sizes: Sequence[int], hardness: Sequence[
             break
 
     # 1b. INFORMATIVE CELLS: enough of them to estimate the dispersion
-    seeds_after = np.maximum(t_have, settings.seeds)
-    would_inform = seeds_after * p_hat * (1 - p_hat) >= 1
-    count = int(np.sum((t_have * p_hat * (1 - p_hat) >= 1)))
-    count += sum(1 for key in seeds if would_inform[ks.index(key[1]) * len(ns) + ns.index(key[2])]
-                 and t_have[ks.index(key[1]) * len(ns) + ns.index(key[2])] * p_hat[ks.index(key[1]) * len(ns)
-                 + ns.index(key[2])] * (1 - p_hat[ks.index(key[1]) * len(ns) + ns.index(key[2])]) < 1)
+    variance = p_hat * (1 - p_hat)
+    informs_now = t_have * variance >= 1
+    informs_after = np.maximum(t_have, settings.seeds) * variance >= 1
+    planned_now = np.array([(kind, int(k), int(n)) in seeds for k, n in zip(K, N)])
+    count = int(np.sum(informs_now | (planned_now & informs_after)))
     for i in order:
         if count >= settings.min_informative or ratio[i] <= 0:
             break
-        key = (kind, int(K[i]), int(N[i]))
-        if would_inform[i] and key not in seeds and t_have[i] * p_hat[i] * (1 - p_hat[i]) < 1:
+        if informs_after[i] and not informs_now[i] and not planned_now[i]:
             add(i, settings.seeds, "information")
+            planned_now[i] = True
             count += 1
 
     # 2. COVERAGE

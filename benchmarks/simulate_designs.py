@@ -53,7 +53,7 @@ def summarise(design: str, kind: str, df: pd.DataFrame, psi: float, target: floa
         "cells": df["cells"].mean(), "CPU-h": df["cost_h"].mean(), "CPU-h max": df["cost_h"].max(),
         "bias ψ": f"{err.mean():+.4f} ± {err.std(ddof=1) / np.sqrt(len(df)):.4f}",
         "coverage": df["covered"].mean(), "half-width": df["half_width"].mean(),
-        f"half-width < target": (df["half_width"] < target).mean(),
+        "half-width < target": (df["half_width"] < target).mean(),
         "rounds": f"{df['rounds'].mean():.1f} (max {df['rounds'].max()})",
     }
     if "coverage_ok" in df:

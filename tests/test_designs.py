@@ -5,7 +5,6 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
-import pandas as pd
 import pytest
 
 from deepsea_scaling import designs as D
@@ -206,6 +205,34 @@ def test_frontier_on_simulated_studies_recovers_psi():
     assert df["covered"].sum() >= 5 and abs(df["psi"].mean() - 0.8) < 0.005
     assert (df["rounds"] <= 3).all() and df["coverage_ok"].all() and df["target_met"].mean() >= 0.8
     assert (df["cost_h"] < 15).all()
+
+
+def test_plan_next_round_runs_each_design_to_the_end():
+    """Round by round through the one entry point; a rerun with everything trained asks for nothing."""
+    worlds = SimulatedWorlds({"boot": 0.8, "bootrp": 0.87}, {"boot": 4.1, "bootrp": 8.1}, studies=1, seed=9)
+    ks, ns = worlds.ks, worlds.ns
+    frontier = {"boot": D.FrontierSettings(target_half_width=0.01), "bootrp": D.FrontierSettings(target_half_width=0.02)}
+    for design in D.DESIGNS:
+        seeds: dict = {}
+        for round_index in range(50):
+            plan = D.plan_next_round(design, ("boot", "bootrp"), ks, ns, worlds.outcome(0, seeds), round_index,
+                                     frontier=frontier)
+            if not plan:
+                break
+            assert all(t > seeds.get(c, 0) for c, t in plan.items())  # never asks for seeds it has
+            seeds.update(plan)
+        outcome = worlds.outcome(0, seeds)
+        assert D.plan_next_round(design, ("boot", "bootrp"), ks, ns, outcome, round_index, frontier=frontier) == {}
+        if design == "grid":
+            assert round_index == 1 and len(seeds) == 2 * len(ks) * len(ns)
+        if design == "reference":
+            state = D.reference_protocol(("boot", "bootrp"), ks, ns, 3, outcome)
+            assert state.done and set(state.cells(T)) <= set(seeds) and round_index <= 8
+        if design == "frontier":
+            assert round_index <= 4  # pilot + at most 3 rounds
+            assert D.fit_outcome(outcome, "boot").half_width < 0.01
+    with pytest.raises(ValueError, match="unknown design"):
+        D.plan_next_round("adaptive", ("boot",), ks, ns, {}, 0)
 
 
 def test_designs_table():

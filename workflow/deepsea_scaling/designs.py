@@ -16,12 +16,22 @@ Everything is a pure function of the grid and the outcomes known so far: a
 dict (kind, K, n) -> (successes, trials). A cell is named by (kind, K, n) and
 its seeds are 0..trials−1, so a cell trained in an earlier round is reused;
 asking for more seeds of a cell means training only the missing ones.
+
+How a workflow drives it (one checkpoint per round): read the cells trained
+so far into an outcome dict, call `plan_next_round(design, ..., outcome,
+round_index)`, train the (kind, K, n) -> seeds it returns (only seeds not yet
+trained), repeat with round_index + 1 until it returns {}. Then for
+`reference`, `reference_protocol(...)` gives every cell's decision (the
+convergence table marks skipped cells *not trained*, with the value assumed:
+all seeds successful for ASSUMED_SOLVED, none for ASSUMED_UNSOLVED) and the fit
+reads only its TRAINED cells, not the speculative extras; for `grid` and
+`frontier` the fit reads every trained cell (`stats.fit_psi`, or `fit_cells`).
 """
 
 from __future__ import annotations
 
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Iterable, Mapping, Sequence
 
 import numpy as np
@@ -137,7 +147,7 @@ def protocol_walk(successes: np.ndarray, trials: np.ndarray, known: np.ndarray, 
     UNSOLVED_CODE, or BLOCKED_CODE (undecided: at or after the first trained
     cell whose outcome is unknown).
     """
-    batch, n_k, n_n = successes.shape
+    batch, n_k, _ = successes.shape
     codes = np.zeros(successes.shape, dtype=np.int8)
     last_full = np.zeros(batch)
     open_ = np.ones(batch, dtype=bool)
@@ -518,9 +528,44 @@ def frontier_round(kind: str, ensemble_sizes: Sequence[int], hardness: Sequence[
 def _intra_cell_correlation(outcome: Outcome, kind: str, fit: QuickFit) -> float:
     """ρ with dispersion 1 + (t − 1)ρ, from the fit's dispersion and the informative cells' mean trials."""
     rows = [(s, t, k, n) for (kd, k, n), (s, t) in outcome.items() if kd == kind and k > 1 and t > 1]
-    s, t, k, n = np.array(rows, dtype=float).T
+    _, t, k, n = np.array(rows, dtype=float).T
     p = predicted_probability(fit.psi, k, n)
     informative = t * p * (1 - p) >= 1
     t_bar = t[informative].mean() if informative.sum() >= 3 else t.mean()
     phi = fit.dispersion_quasi if np.isfinite(fit.dispersion_quasi) else 1.0
     return float(np.clip((phi - 1) / max(t_bar - 1, 1), 0.0, 0.5))
+
+
+# ------------------------------------------------------------- ONE ENTRY
+def plan_next_round(design: str, kinds: Sequence[str], ensemble_sizes: Sequence[int], hardness: Sequence[int],
+                    outcome: Outcome, round_index: int, *, seeds: int = 32, limit: int = 3,
+                    frontier: FrontierSettings | Mapping[str, FrontierSettings] | None = None,
+                    **speculation) -> dict:
+    """The cells to train in round `round_index` (0, 1, ...): (kind, K, n) -> total seeds; {} when done.
+
+    grid: every cell with `seeds` in round 0, then nothing. reference: the
+    cells of `speculative_round` (keyword arguments `speculation` go to it),
+    `seeds` each, until the protocol is decided. frontier: round 0 is the
+    pilot of every kind; round r ≥ 1 is `frontier_round(r)` per kind, with
+    `frontier` the settings of all kinds or a dict kind -> settings (the
+    target half-width differs by kind). Only entries with more seeds than
+    `outcome` holds are returned, so a rerun after an interruption, given the
+    cells already trained, asks for the rest only.
+    """
+    if design not in DESIGNS:
+        raise ValueError(f"unknown design {design!r}; one of {', '.join(DESIGNS)}")
+    if design == "grid":
+        wanted = {(kd, k, n): seeds for kd in kinds for k in ensemble_sizes for n in hardness} if round_index == 0 else {}
+    elif design == "reference":
+        wanted = {c: seeds for c in speculative_round(kinds, ensemble_sizes, hardness, limit, outcome, trials=seeds,
+                                                       **speculation)}
+    else:
+        wanted = {}
+        for kind in kinds:
+            settings = frontier.get(kind, FrontierSettings()) if isinstance(frontier, Mapping) else \
+                (frontier or FrontierSettings())
+            if round_index == 0:
+                wanted.update(frontier_pilot(kind, ensemble_sizes, hardness, settings))
+            else:
+                wanted.update(frontier_round(kind, ensemble_sizes, hardness, outcome, round_index, settings).seeds)
+    return {c: t for c, t in wanted.items() if t > outcome.get(c, (0, 0))[1]}

@@ -188,7 +188,8 @@ def test_frontier_round_picks_cells_near_the_frontier_plus_coverage_and_boundary
 def test_coverage_gap_gets_a_coverage_cell():
     settings = D.FrontierSettings(target_half_width=0.5)  # information alone would ask for nothing
     lo, hi = D.mid_range(0.8, PAPER_KS, PAPER_NS)
-    assert (lo, hi) == (3, 26)  # REFERENCE/issue 14: about n ≤ 26 for BDQN
+    assert (lo, hi) == (3, 26)  # issue 14: about n ≤ 26 for BDQN, n ≤ 42 for RP-BDQN
+    assert D.mid_range(0.87, PAPER_KS, PAPER_NS) == (3, 40)
     trained = {("boot", k, n): 32 for k in (2, 3, 4) for n in range(3, 12) if n in PAPER_NS}
     gaps = D.coverage_gaps(0.8, PAPER_KS, PAPER_NS, [(c[1], c[2]) for c in trained])
     assert gaps and all(a > 9 for a, _ in gaps)  # only the quarters beyond n ≈ 9 lack a cell
@@ -197,6 +198,18 @@ def test_coverage_gap_gets_a_coverage_cell():
     assert len(coverage) == len(gaps)
     for (a, b), (_, k, n) in zip(gaps, sorted(coverage, key=lambda c: c[2])):
         assert a <= n <= b and 0.1 < 1 - (1 - 0.8 ** n) ** k < 0.9
+
+
+def test_frontier_tops_up_cells_only_when_allowed_and_short_of_information():
+    """Small ψ: few cells near the frontier; with max_seeds > seeds, trained cells are topped up."""
+    ks, ns = (2, 3, 4), (3, 4, 5, 6, 7, 8)
+    trained = {("boot", k, n): 8 for k in ks for n in ns}
+    outcome = _law_outcome("boot", 0.65, trained)
+    plain = D.frontier_round("boot", ks, ns, outcome, 1, D.FrontierSettings(target_half_width=0.005))
+    assert not [c for c, why in plain.reasons.items() if why == "information"]  # nothing left at 8 seeds
+    topped = D.frontier_round("boot", ks, ns, outcome, 1, D.FrontierSettings(target_half_width=0.005, max_seeds=32))
+    ups = [c for c, why in topped.reasons.items() if why == "information"]
+    assert ups and all(c in trained and topped.seeds[c] == 32 for c in ups)
 
 
 def test_frontier_on_simulated_studies_recovers_psi():

@@ -335,6 +335,10 @@ class FrontierSettings:
     # and equal to the pilot's they keep one dispersion for the quasi interval.
     seeds: int = 8
     boundary_seeds: int = 4                    # seeds of a boundary cell (a check, not information)
+    # Seeds a cell may be topped up to when the cells at `seeds` cannot supply
+    # the information the target needs (small ψ: few cells near the frontier).
+    # Equal to `seeds`: never (the published ψ need no top-ups on the paper grid).
+    max_seeds: int = 8
     target_half_width: float = 0.01            # stop when ψ's quasi interval is narrower
     max_rounds: int = 3
     episodes: int = 50_000                     # for the cost model
@@ -482,6 +486,21 @@ def frontier_round(kind: str, ensemble_sizes: Sequence[int], hardness: Sequence[
         planned += gain[i]
         if not fit.ok and len(seeds) >= 2 * len(ks):
             break
+
+    # 1a. TOP-UPS to max_seeds, cheapest information first, when the cells above fall short
+    if fit.ok and settings.max_seeds > settings.seeds and planned < need:
+        current = np.array([max(t, seeds.get((kind, int(k), int(n)), 0)) for t, k, n in zip(t_have, K, N)])
+        extra = np.clip(settings.max_seeds - current, 0, None)
+        # more seeds of one cell are worth less under intra-cell correlation ρ
+        worth = (1 + (settings.seeds - 1) * rho) / (1 + (settings.max_seeds - 1) * rho)
+        gain_up = extra * info_per_seed * worth
+        cost_up = cell_cost_seconds(kind, K, N, extra, settings.episodes)
+        ratio_up = np.where((extra > 0) & (current > 0), gain_up / np.where(cost_up > 0, cost_up, np.inf), -1.0)
+        for i in np.argsort(-ratio_up, kind="stable"):
+            if ratio_up[i] <= 0 or planned >= need:
+                break
+            add(i, settings.max_seeds, "information")
+            planned += gain_up[i]
 
     # 1b. INFORMATIVE CELLS: enough of them to estimate the dispersion
     variance = p_hat * (1 - p_hat)

@@ -53,7 +53,7 @@ def summarise(design: str, kind: str, df: pd.DataFrame, psi: float, target: floa
         "cells": df["cells"].mean(), "CPU-h": df["cost_h"].mean(), "CPU-h max": df["cost_h"].max(),
         "bias ψ": f"{err.mean():+.4f} ± {err.std(ddof=1) / np.sqrt(len(df)):.4f}",
         "coverage": df["covered"].mean(), "half-width": df["half_width"].mean(),
-        f"half-width < target": (df["half_width"] < target).mean(),
+        "half-width < target": (df["half_width"] < target).mean(),
         "rounds": f"{df['rounds'].mean():.1f} (max {df['rounds'].max()})",
     }
     if "coverage_ok" in df:
@@ -74,17 +74,26 @@ def main() -> None:
     parser.add_argument("--frontier-seeds", type=int, default=FrontierSettings.seeds)
     parser.add_argument("--boundary-seeds", type=int, default=FrontierSettings.boundary_seeds)
     parser.add_argument("--max-rounds", type=int, default=FrontierSettings.max_rounds)
+    parser.add_argument("--psi", nargs="+", metavar="KIND=VALUE", help="true ψ per kind (default: published)")
+    parser.add_argument("--dispersion", nargs="+", metavar="KIND=VALUE", help="dispersion at 32 seeds per kind")
+    parser.add_argument("--target", nargs="+", metavar="KIND=VALUE", help="frontier target half-width per kind")
+    parser.add_argument("--max-seeds", type=int, default=FrontierSettings.max_seeds,
+                        help="frontier: seeds a cell may be topped up to")
     parser.add_argument("--csv", help="also write the per-study rows here")
     args = parser.parse_args()
+    pairs = lambda items, default: {k: float(v) for k, v in (i.split("=") for i in items)} if items else default  # noqa: E731
+    psi_by_kind = pairs(args.psi, PUBLISHED_PSI)
+    dispersion = pairs(args.dispersion, {k: PUBLISHED_DISPERSION.get(k, 4.1) for k in psi_by_kind})
+    targets = pairs(args.target, {k: TARGETS.get(k, 0.01) for k in psi_by_kind})
 
     start = time.time()
-    worlds = SimulatedWorlds(PUBLISHED_PSI, PUBLISHED_DISPERSION, studies=args.studies, seed=args.seed)
+    worlds = SimulatedWorlds(psi_by_kind, dispersion, studies=args.studies, seed=args.seed)
     rows, per_study, cost = [], [], {}
-    for kind, psi in PUBLISHED_PSI.items():
-        target = TARGETS[kind]
+    for kind, psi in psi_by_kind.items():
+        target = targets[kind]
         settings = FrontierSettings(pilot_seeds=args.pilot_seeds, seeds=args.frontier_seeds,
                                     boundary_seeds=args.boundary_seeds, max_rounds=args.max_rounds,
-                                    target_half_width=target)
+                                    max_seeds=max(args.max_seeds, args.frontier_seeds), target_half_width=target)
         results = {
             "grid": simulate_grid_design(worlds, kind),
             "reference": simulate_reference_design(worlds, kind, limit=args.limit, min_inclusion=args.min_inclusion),
@@ -100,14 +109,14 @@ def main() -> None:
 
     table = pd.DataFrame(rows)
     print(f"$ python benchmarks/simulate_designs.py {shlex.join(sys.argv[1:])}\n")
-    print(f"{args.studies} simulated paper-grid studies per design; ψ {PUBLISHED_PSI}, dispersion at 32 seeds "
-          f"{PUBLISHED_DISPERSION}; target half-widths {TARGETS}; cost: CPU-hours at 50,000 episodes, compiles "
+    print(f"{args.studies} simulated paper-grid studies per design; ψ {psi_by_kind}, dispersion at 32 seeds "
+          f"{dispersion}; target half-widths {targets}; cost: CPU-hours at 50,000 episodes, compiles "
           "left out.\n")
     print(table.to_markdown(index=False, floatfmt=".3g"))
-    print("\nCost ratios (mean CPU-hours; both kinds = sum):\n")
+    print("\nCost ratios (mean CPU-hours; all kinds = sum):\n")
     ratio_rows = []
-    for scope in list(PUBLISHED_PSI) + ["both kinds"]:
-        kinds = list(PUBLISHED_PSI) if scope == "both kinds" else [scope]
+    for scope in list(psi_by_kind) + ["all kinds"]:
+        kinds = list(psi_by_kind) if scope == "all kinds" else [scope]
         mean = {d: sum(cost[d, k].mean() for k in kinds) for d in ("grid", "reference", "frontier")}
         per = sum(cost["frontier", k] for k in kinds) / sum(cost["reference", k] for k in kinds)
         ratio_rows.append({"kinds": scope, "grid CPU-h": mean["grid"], "reference CPU-h": mean["reference"],
@@ -115,7 +124,7 @@ def main() -> None:
                            "frontier / reference": mean["frontier"] / mean["reference"],
                            "frontier / reference, worst study": per.max()})
     print(pd.DataFrame(ratio_rows).to_markdown(index=False, floatfmt=".3g"))
-    print("\nRounds of a whole study (kinds planned in parallel, so the larger of the two; frontier after its pilot):\n")
+    print("\nRounds of a whole study (kinds planned in parallel, so the largest; frontier after its pilot):\n")
     print(pd.DataFrame([{"design": d, "rounds mean": r.mean(), "rounds max": r.max()} for d, r in rounds.items()])
           .to_markdown(index=False, floatfmt=".2g"))
     print(f"\nwall time {wall:.0f} s on {cpu_model()}")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
-import pandas as pd
 import pytest
 
 from deepsea_scaling import designs as D
@@ -189,7 +188,8 @@ def test_frontier_round_picks_cells_near_the_frontier_plus_coverage_and_boundary
 def test_coverage_gap_gets_a_coverage_cell():
     settings = D.FrontierSettings(target_half_width=0.5)  # information alone would ask for nothing
     lo, hi = D.mid_range(0.8, PAPER_KS, PAPER_NS)
-    assert (lo, hi) == (3, 26)  # REFERENCE/issue 14: about n ≤ 26 for BDQN
+    assert (lo, hi) == (3, 26)  # issue 14: about n ≤ 26 for BDQN, n ≤ 42 for RP-BDQN
+    assert D.mid_range(0.87, PAPER_KS, PAPER_NS) == (3, 40)
     trained = {("boot", k, n): 32 for k in (2, 3, 4) for n in range(3, 12) if n in PAPER_NS}
     gaps = D.coverage_gaps(0.8, PAPER_KS, PAPER_NS, [(c[1], c[2]) for c in trained])
     assert gaps and all(a > 9 for a, _ in gaps)  # only the quarters beyond n ≈ 9 lack a cell
@@ -200,12 +200,52 @@ def test_coverage_gap_gets_a_coverage_cell():
         assert a <= n <= b and 0.1 < 1 - (1 - 0.8 ** n) ** k < 0.9
 
 
+def test_frontier_tops_up_cells_only_when_allowed_and_short_of_information():
+    """Small ψ: few cells near the frontier; with max_seeds > seeds, trained cells are topped up."""
+    ks, ns = (2, 3, 4), (3, 4, 5, 6, 7, 8)
+    trained = {("boot", k, n): 8 for k in ks for n in ns}
+    outcome = _law_outcome("boot", 0.65, trained)
+    plain = D.frontier_round("boot", ks, ns, outcome, 1, D.FrontierSettings(target_half_width=0.005))
+    assert not [c for c, why in plain.reasons.items() if why == "information"]  # nothing left at 8 seeds
+    topped = D.frontier_round("boot", ks, ns, outcome, 1, D.FrontierSettings(target_half_width=0.005, max_seeds=32))
+    ups = [c for c, why in topped.reasons.items() if why == "information"]
+    assert ups and all(c in trained and topped.seeds[c] == 32 for c in ups)
+
+
 def test_frontier_on_simulated_studies_recovers_psi():
     worlds = SimulatedWorlds({"boot": 0.8}, {"boot": 4.1}, studies=6, seed=3)
     df = simulate_frontier_design(worlds, "boot", D.FrontierSettings(target_half_width=0.01))
     assert df["covered"].sum() >= 5 and abs(df["psi"].mean() - 0.8) < 0.005
     assert (df["rounds"] <= 3).all() and df["coverage_ok"].all() and df["target_met"].mean() >= 0.8
     assert (df["cost_h"] < 15).all()
+
+
+def test_plan_next_round_runs_each_design_to_the_end():
+    """Round by round through the one entry point; a rerun with everything trained asks for nothing."""
+    worlds = SimulatedWorlds({"boot": 0.8, "bootrp": 0.87}, {"boot": 4.1, "bootrp": 8.1}, studies=1, seed=9)
+    ks, ns = worlds.ks, worlds.ns
+    frontier = {"boot": D.FrontierSettings(target_half_width=0.01), "bootrp": D.FrontierSettings(target_half_width=0.02)}
+    for design in D.DESIGNS:
+        seeds: dict = {}
+        for round_index in range(50):
+            plan = D.plan_next_round(design, ("boot", "bootrp"), ks, ns, worlds.outcome(0, seeds), round_index,
+                                     frontier=frontier)
+            if not plan:
+                break
+            assert all(t > seeds.get(c, 0) for c, t in plan.items())  # never asks for seeds it has
+            seeds.update(plan)
+        outcome = worlds.outcome(0, seeds)
+        assert D.plan_next_round(design, ("boot", "bootrp"), ks, ns, outcome, round_index, frontier=frontier) == {}
+        if design == "grid":
+            assert round_index == 1 and len(seeds) == 2 * len(ks) * len(ns)
+        if design == "reference":
+            state = D.reference_protocol(("boot", "bootrp"), ks, ns, 3, outcome)
+            assert state.done and set(state.cells(T)) <= set(seeds) and round_index <= 8
+        if design == "frontier":
+            assert round_index <= 4  # pilot + at most 3 rounds
+            assert D.fit_outcome(outcome, "boot").half_width < 0.01
+    with pytest.raises(ValueError, match="unknown design"):
+        D.plan_next_round("adaptive", ("boot",), ks, ns, {}, 0)
 
 
 def test_designs_table():

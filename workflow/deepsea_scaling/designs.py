@@ -16,12 +16,22 @@ Everything is a pure function of the grid and the outcomes known so far: a
 dict (kind, K, n) -> (successes, trials). A cell is named by (kind, K, n) and
 its seeds are 0..trials−1, so a cell trained in an earlier round is reused;
 asking for more seeds of a cell means training only the missing ones.
+
+How a workflow drives it (one checkpoint per round): read the cells trained
+so far into an outcome dict, call `plan_next_round(design, ..., outcome,
+round_index)`, train the (kind, K, n) -> seeds it returns (only seeds not yet
+trained), repeat with round_index + 1 until it returns {}. Then for
+`reference`, `reference_protocol(...)` gives every cell's decision (the
+convergence table marks skipped cells *not trained*, with the value assumed:
+all seeds successful for ASSUMED_SOLVED, none for ASSUMED_UNSOLVED) and the fit
+reads only its TRAINED cells, not the speculative extras; for `grid` and
+`frontier` the fit reads every trained cell (`stats.fit_psi`, or `fit_cells`).
 """
 
 from __future__ import annotations
 
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Iterable, Mapping, Sequence
 
 import numpy as np
@@ -137,7 +147,7 @@ def protocol_walk(successes: np.ndarray, trials: np.ndarray, known: np.ndarray, 
     UNSOLVED_CODE, or BLOCKED_CODE (undecided: at or after the first trained
     cell whose outcome is unknown).
     """
-    batch, n_k, n_n = successes.shape
+    batch, n_k, _ = successes.shape
     codes = np.zeros(successes.shape, dtype=np.int8)
     last_full = np.zeros(batch)
     open_ = np.ones(batch, dtype=bool)
@@ -325,6 +335,10 @@ class FrontierSettings:
     # and equal to the pilot's they keep one dispersion for the quasi interval.
     seeds: int = 8
     boundary_seeds: int = 4                    # seeds of a boundary cell (a check, not information)
+    # Seeds a cell may be topped up to when the cells at `seeds` cannot supply
+    # the information the target needs (small ψ: few cells near the frontier).
+    # Equal to `seeds`: never (the published ψ need no top-ups on the paper grid).
+    max_seeds: int = 8
     target_half_width: float = 0.01            # stop when ψ's quasi interval is narrower
     max_rounds: int = 3
     episodes: int = 50_000                     # for the cost model
@@ -473,19 +487,33 @@ def frontier_round(kind: str, ensemble_sizes: Sequence[int], hardness: Sequence[
         if not fit.ok and len(seeds) >= 2 * len(ks):
             break
 
+    # 1a. TOP-UPS to max_seeds, cheapest information first, when the cells above fall short
+    if fit.ok and settings.max_seeds > settings.seeds and planned < need:
+        current = np.array([max(t, seeds.get((kind, int(k), int(n)), 0)) for t, k, n in zip(t_have, K, N)])
+        extra = np.clip(settings.max_seeds - current, 0, None)
+        # more seeds of one cell are worth less under intra-cell correlation ρ
+        worth = (1 + (settings.seeds - 1) * rho) / (1 + (settings.max_seeds - 1) * rho)
+        gain_up = extra * info_per_seed * worth
+        cost_up = cell_cost_seconds(kind, K, N, extra, settings.episodes)
+        ratio_up = np.where((extra > 0) & (current > 0), gain_up / np.where(cost_up > 0, cost_up, np.inf), -1.0)
+        for i in np.argsort(-ratio_up, kind="stable"):
+            if ratio_up[i] <= 0 or planned >= need:
+                break
+            add(i, settings.max_seeds, "information")
+            planned += gain_up[i]
+
     # 1b. INFORMATIVE CELLS: enough of them to estimate the dispersion
-    seeds_after = np.maximum(t_have, settings.seeds)
-    would_inform = seeds_after * p_hat * (1 - p_hat) >= 1
-    count = int(np.sum((t_have * p_hat * (1 - p_hat) >= 1)))
-    count += sum(1 for key in seeds if would_inform[ks.index(key[1]) * len(ns) + ns.index(key[2])]
-                 and t_have[ks.index(key[1]) * len(ns) + ns.index(key[2])] * p_hat[ks.index(key[1]) * len(ns)
-                 + ns.index(key[2])] * (1 - p_hat[ks.index(key[1]) * len(ns) + ns.index(key[2])]) < 1)
+    variance = p_hat * (1 - p_hat)
+    informs_now = t_have * variance >= 1
+    informs_after = np.maximum(t_have, settings.seeds) * variance >= 1
+    planned_now = np.array([(kind, int(k), int(n)) in seeds for k, n in zip(K, N)])
+    count = int(np.sum(informs_now | (planned_now & informs_after)))
     for i in order:
         if count >= settings.min_informative or ratio[i] <= 0:
             break
-        key = (kind, int(K[i]), int(N[i]))
-        if would_inform[i] and key not in seeds and t_have[i] * p_hat[i] * (1 - p_hat[i]) < 1:
+        if informs_after[i] and not informs_now[i] and not planned_now[i]:
             add(i, settings.seeds, "information")
+            planned_now[i] = True
             count += 1
 
     # 2. COVERAGE
@@ -519,9 +547,44 @@ def frontier_round(kind: str, ensemble_sizes: Sequence[int], hardness: Sequence[
 def _intra_cell_correlation(outcome: Outcome, kind: str, fit: QuickFit) -> float:
     """ρ with dispersion 1 + (t − 1)ρ, from the fit's dispersion and the informative cells' mean trials."""
     rows = [(s, t, k, n) for (kd, k, n), (s, t) in outcome.items() if kd == kind and k > 1 and t > 1]
-    s, t, k, n = np.array(rows, dtype=float).T
+    _, t, k, n = np.array(rows, dtype=float).T
     p = predicted_probability(fit.psi, k, n)
     informative = t * p * (1 - p) >= 1
     t_bar = t[informative].mean() if informative.sum() >= 3 else t.mean()
     phi = fit.dispersion_quasi if np.isfinite(fit.dispersion_quasi) else 1.0
     return float(np.clip((phi - 1) / max(t_bar - 1, 1), 0.0, 0.5))
+
+
+# ------------------------------------------------------------- ONE ENTRY
+def plan_next_round(design: str, kinds: Sequence[str], ensemble_sizes: Sequence[int], hardness: Sequence[int],
+                    outcome: Outcome, round_index: int, *, seeds: int = 32, limit: int = 3,
+                    frontier: FrontierSettings | Mapping[str, FrontierSettings] | None = None,
+                    **speculation) -> dict:
+    """The cells to train in round `round_index` (0, 1, ...): (kind, K, n) -> total seeds; {} when done.
+
+    grid: every cell with `seeds` in round 0, then nothing. reference: the
+    cells of `speculative_round` (keyword arguments `speculation` go to it),
+    `seeds` each, until the protocol is decided. frontier: round 0 is the
+    pilot of every kind; round r ≥ 1 is `frontier_round(r)` per kind, with
+    `frontier` the settings of all kinds or a dict kind -> settings (the
+    target half-width differs by kind). Only entries with more seeds than
+    `outcome` holds are returned, so a rerun after an interruption, given the
+    cells already trained, asks for the rest only.
+    """
+    if design not in DESIGNS:
+        raise ValueError(f"unknown design {design!r}; one of {', '.join(DESIGNS)}")
+    if design == "grid":
+        wanted = {(kd, k, n): seeds for kd in kinds for k in ensemble_sizes for n in hardness} if round_index == 0 else {}
+    elif design == "reference":
+        wanted = {c: seeds for c in speculative_round(kinds, ensemble_sizes, hardness, limit, outcome, trials=seeds,
+                                                       **speculation)}
+    else:
+        wanted = {}
+        for kind in kinds:
+            settings = frontier.get(kind, FrontierSettings()) if isinstance(frontier, Mapping) else \
+                (frontier or FrontierSettings())
+            if round_index == 0:
+                wanted.update(frontier_pilot(kind, ensemble_sizes, hardness, settings))
+            else:
+                wanted.update(frontier_round(kind, ensemble_sizes, hardness, outcome, round_index, settings).seeds)
+    return {c: t for c, t in wanted.items() if t > outcome.get(c, (0, 0))[1]}

@@ -231,7 +231,7 @@ def simulate_reference_design(worlds: SimulatedWorlds, kind: str, limit: int = 3
     from .designs import ASSUMED_SOLVED, ASSUMED_UNSOLVED, TRAINED, fit_outcome, reference_protocol, speculative_round
     rows = []
     for study in range(worlds.studies):
-        def outcome_of(cells):
+        def outcome_of(cells, study=study):
             return {c: (worlds.successes(study, *c, seeds), seeds) for c in cells}
         every = outcome_of([(kind, k, n) for k in worlds.ks for n in worlds.ns])
         state = reference_protocol([kind], worlds.ks, worlds.ns, limit, every)

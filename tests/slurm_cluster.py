@@ -114,8 +114,12 @@ def start_cluster(timeout: float = START_TIMEOUT_S) -> tuple[int, str]:
         _start_result = (1, "not root and no password-less sudo: cannot install or start SLURM")
         return _start_result
     with tempfile.TemporaryFile("w+") as out:
-        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out,
-                                stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out,
+                                    stderr=subprocess.STDOUT, start_new_session=True)
+        except OSError as err:
+            _start_result = (1, f"cannot run {' '.join(cmd[:-1])}: {err}")
+            return _start_result
         try:
             rc = proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:

@@ -175,6 +175,12 @@ def fit_batch(successes, trials, K, n, model: str = "law", *, n_ref: float | Non
         beta[:, idx] = np.asarray(start, dtype=float)[:, idx]
     else:
         beta[:, 0] = _start_theta0(s, t, K, n)
+    with np.errstate(all="ignore"):  # trial steps may leave the domain; they are rejected below
+        return _fisher_scoring(beta, s, t, K, n, n_ref, free, idx, max_iter, tol)
+
+
+def _fisher_scoring(beta, s, t, K, n, n_ref, free, idx, max_iter, tol) -> BatchFit:
+    B = len(beta)
     ll = _loglik(beta, s, t, K, n, n_ref)
     converged = np.zeros(B, bool)
     for _ in range(max_iter):
@@ -203,9 +209,7 @@ def fit_batch(successes, trials, K, n, model: str = "law", *, n_ref: float | Non
             break
     _, info = _score_info(beta, s, t, K, n, n_ref, free)
     cov = np.zeros((B, 3, 3))
-    with np.errstate(all="ignore"):
-        inv = np.linalg.pinv(info)
-    cov[np.ix_(np.arange(B), idx, idx)] = inv
+    cov[np.ix_(np.arange(B), idx, idx)] = np.linalg.pinv(info)
     P = predict(beta, K, n, n_ref)
     sat = special.xlogy(s, s / t) + special.xlogy(t - s, (t - s) / t)
     deviance = 2 * (np.sum(sat, axis=-1) - ll)
@@ -244,7 +248,8 @@ def intervals(fit: BatchFit, level: float = 0.95, quasi: bool = True) -> dict:
         est = fit.beta[:, i]
         out[name] = (est, est - z * se[:, i], est + z * se[:, i])
     theta0, lo, hi = out.pop("theta0")
-    out["psi"] = (np.exp(theta0), np.exp(lo), np.minimum(np.exp(hi), 1.0))
+    with np.errstate(over="ignore"):
+        out["psi"] = (np.exp(theta0), np.exp(lo), np.minimum(np.exp(hi), 1.0))
     return out
 
 

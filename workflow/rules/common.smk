@@ -47,6 +47,9 @@ TRAIN_THREADS = config.get("train_threads", 1)
 FIGURES = ["frontier_and_heatmaps", "residuals", "collapse", "probability_vs_n"]
 SWEEP_FIGURES = ["hyperparameter_sweep"]
 TABLES = ["convergence.csv", "psi_fit.csv", "kind_comparison.csv"]
+# Does the law hold? Its nested alternatives and their tests (law.py).
+TABLES += ["law_tests.csv"]
+FIGURES += ["law_tests"]
 
 # Environment of every training job: JAX allocates GPU memory as it needs it
 # instead of preallocating 75% of the card, so several jobs can share one GPU

@@ -36,7 +36,8 @@ def test_dry_run_of_every_study(workflow_dir, study):
     train_jobs = counts.get("train_shard", 0) + sum(v for k, v in counts.items() if k.startswith("train_group_"))
     assert train_jobs >= 1, counts
     for rule in ["merge_runs", "convergence_table", "fit_psi", "compare_kinds",
-                 "plot_frontier_and_heatmaps", "plot_residuals", "plot_collapse", "plot_probability_vs_n"]:
+                 "plot_frontier_and_heatmaps", "plot_residuals", "plot_collapse", "plot_probability_vs_n",
+                 "test_law", "plot_law_tests"]:
         assert counts.get(rule, 0) >= 1, (rule, counts)
     if study == "sweep":
         assert counts["plot_hyperparameter_sweep"] == 1

@@ -165,6 +165,11 @@ def test_law_tests_reports_what_it_cannot_fit():
     rp = tests[tests["kind"] == "bootrp"].set_index("model")
     assert rp.loc["law", "status"] == "ok" and np.isfinite(rp.loc["law", "psi"])
     assert rp.loc["effective_k", "status"].startswith("one K only")
+    assert rp.loc[["effective_k", "both"], ["f_p_value", "alpha_low"]].isna().all().all()
+    few = pd.DataFrame({"kind": "boot", "ensemble_size": [2, 4, 8], "hardness": [4, 8, 12],
+                        "successes": [20, 12, 9], "trials": 32})
+    both = law.law_tests(few).set_index("model").loc["both"]
+    assert both["status"].startswith("3 cells for 3 parameters") and np.isnan(both["f_p_value"])
 
 
 def test_law_residuals_and_figure():

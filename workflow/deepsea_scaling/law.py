@@ -311,21 +311,25 @@ def _fit_group(cells: pd.DataFrame, include_k1: bool, label: str, level: float) 
         fit = fits[m]
         ci = intervals(fit, level)
         status = ["ok"] + notes
-        if not fit.converged[0]:
-            status[0] = "did not converge"
         if m != "law" and len(np.unique(K)) < 2 and "alpha" in _FREE[m]:
-            status[0] = "one K only: alpha not identified"
-        if m != "law" and len(np.unique(n)) < 2 and "theta1" in _FREE[m]:
-            status[0] = "one n only: theta1 not identified"
+            status[0] = "one K only: alpha not identified; no test"
+        elif m != "law" and len(np.unique(n)) < 2 and "theta1" in _FREE[m]:
+            status[0] = "one n only: theta1 not identified; no test"
+        elif m != "law" and len(c) <= fit.n_params:
+            status[0] = f"{len(c)} cells for {fit.n_params} parameters; no test"
+        elif not fit.converged[0]:
+            status[0] = "did not converge; no test"
+        usable = status[0] == "ok"
         aic = float(-2 * fit.loglik[0] + 2 * fit.n_params)
         law_aic = aic if m == "law" else law_aic
         row.update(n_ref=n_ref, loglik=float(fit.loglik[0]), deviance=float(fit.deviance[0]), aic=aic,
                    delta_aic=aic - law_aic, dispersion=float(fit.dispersion[0]), status="; ".join(status))
         for name in ("psi", "alpha", "theta1"):
             est, lo, hi = (float(v[0]) for v in ci[name])
-            fixed = name != "psi" and name not in _FREE[m]
-            row.update({name: est, f"{name}_low": np.nan if fixed else lo, f"{name}_high": np.nan if fixed else hi})
-        if m != "law":
+            no_interval = not usable or (name != "psi" and name not in _FREE[m])
+            row.update({name: est, f"{name}_low": np.nan if no_interval else lo,
+                        f"{name}_high": np.nan if no_interval else hi})
+        if m != "law" and usable:
             row.update({k: float(np.asarray(v).ravel()[0]) for k, v in lr_tests(fits["law"], fit).items()})
     return pd.DataFrame(rows, columns=LAW_TEST_COLUMNS)
 

@@ -562,8 +562,7 @@ def plot_law_tests(residuals: pd.DataFrame, tests: pd.DataFrame | None = None, f
                 ax.set_xlabel(xlabel)
                 if j == 0:
                     ax.set_ylabel("law − observed P")
-        handles, labels = axes[0, 0].get_legend_handles_labels()
-        if handles:
-            fig.legend(handles, labels, loc="lower center", ncol=len(handles), bbox_to_anchor=(0.5, -0.01))
+        if axes[0, 0].get_legend_handles_labels()[0]:
+            axes[0, 0].legend(loc="best", fontsize=5.5)
         _add_caption(fig, caption)
     return fig

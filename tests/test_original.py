@@ -52,7 +52,8 @@ def test_fixture_reads_into_the_run_table():
         assert rows["diversity"].map(len).eq(100).all()
         np.testing.assert_allclose(rows["diversity"].iloc[0], json.loads(raw["collapse_metric"].iloc[0]))
     first = runs.iloc[0]
-    config = TrainConfig.from_dict({k: getattr(first[k], "item", lambda: first[k])() for k in TrainConfig().to_dict()})
+    config = TrainConfig.from_dict({k: first[k].item() if hasattr(first[k], "item") else first[k]
+                                    for k in TrainConfig().to_dict()})
     assert config.fixed_action_map and config.learning_starts == 9984  # 416 vector steps of 24 envs
     assert runs.iloc[0]["config_hash"] == config_hash(config)
 

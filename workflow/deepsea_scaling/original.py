@@ -35,7 +35,6 @@ columns) raises `OriginalTreeError`, one line naming the path.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from pathlib import Path
 

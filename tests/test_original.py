@@ -59,16 +59,23 @@ def test_fixture_reads_into_the_run_table():
 
 
 def test_every_table_and_figure_runs_on_the_fixture(tmp_path):
+    """The fixture, plus a copy of it as a sweep experiment (lr = 5e-4): every table and figure."""
+    tree = fixture_copy(tmp_path)
+    shutil.copytree(tree / "fixture", tree / "sweep")
+    for path in (tree / "sweep").glob("*/config.yaml"):
+        path.write_text(path.read_text().replace("lr: 0.0002", "lr: 0.0005"))
     out = tmp_path / "runs.parquet"
-    assert reanalyse.main([str(FIXTURE), "--out", str(out), "--analyse", str(tmp_path / "analysis")]) == 0
+    assert reanalyse.main([str(tree), "--out", str(out), "--analyse", str(tmp_path / "analysis")]) == 0
     runs = pd.read_parquet(out)
-    assert len(runs) == len(original.read_tree(FIXTURE))
+    assert len(runs) == 2 * len(original.read_tree(FIXTURE))
+    assert set(runs["variant"]) == {"default", "learning_rate=0.0005"}
     for name in ("convergence.csv", "psi_fit.csv", "kind_comparison.csv", "law_tests.csv"):
         assert (tmp_path / "analysis" / name).stat().st_size > 0
-    for name in ("frontier_and_heatmaps", "residuals", "collapse", "probability_vs_n", "law_tests"):
-        assert (tmp_path / "analysis" / f"{name}.png").stat().st_size > 0
+    for name in ("frontier_and_heatmaps", "residuals", "collapse", "probability_vs_n", "law_tests",
+                 "hyperparameter_sweep", "sweep/learning_rate=0.0005/frontier_and_heatmaps"):
+        assert (tmp_path / "analysis" / f"{name}.png").stat().st_size > 0, name
     cells = pd.read_csv(tmp_path / "analysis" / "convergence.csv")
-    assert cells["successes"].sum() == runs["discovered"].sum()
+    assert len(cells) == 24 and cells["successes"].sum() == runs["discovered"].sum()
     tests = pd.read_csv(tmp_path / "analysis" / "law_tests.csv")
     assert set(tests["model"]) == set(law.MODEL_NAMES)
 

@@ -8,8 +8,9 @@ original's `schedule_runs` writes them (`original.read_tree`). Writes the run
 table (docs/INTERFACES.md, plus `experiment` and `source`, the folders it came
 from). With --analyse OUTDIR it also writes the study's tables
 (convergence.csv, psi_fit.csv, kind_comparison.csv, law_tests.csv) and figures
-(frontier_and_heatmaps, residuals, collapse, probability_vs_n, law_tests; PNG
-and PDF) there, with the functions the workflow's rules call. A tree that
+(frontier_and_heatmaps, residuals, collapse, probability_vs_n, law_tests; for
+a tree with sweep values also hyperparameter_sweep and sweep/<variant>/
+frontier_and_heatmaps; PNG and PDF) there, with the functions the workflow's rules call. A tree that
 cannot be read exits with status 2 and one line naming the path.
 """
 
@@ -55,6 +56,11 @@ def analyse(runs: pd.DataFrame, outdir: str | Path, caption: str | None = None) 
         "law_tests": plots.plot_law_tests(law.law_residuals(default["cells"], default["tests"]), default["tests"],
                                           caption=caption),
     }
+    if fits["variant"].nunique() > 1:  # a sweep: as the workflow's sweep figures
+        figures["hyperparameter_sweep"] = plots.plot_hyperparameter_sweep(fits, caption=caption).figure
+        for variant, fig in plots.frontier_figures_by_variant(cells, fits, caption=caption).items():
+            if variant != "default":
+                figures[f"sweep/{variant}/frontier_and_heatmaps"] = fig
     for name, fig in figures.items():
         written += plots.save_figure(fig, outdir / f"{name}.png", pdf=True)
     return written

@@ -286,6 +286,13 @@ def simulate_cells(rng: np.random.Generator, beta, K, n, trials, n_studies: int,
 
 
 # --------------------------------------------------------- TIDY TABLES
+def _identified(fit: BatchFit, model: str, study: int = 0) -> bool:
+    """Every free parameter has a finite, non-zero variance (not a separated, boundary fit)."""
+    idx = [PARAMS.index(p) for p in ("theta0",) + _FREE[model]]
+    var = np.diagonal(fit.cov[study])[idx]
+    return bool(np.all(np.isfinite(var)) and np.all(var > 1e-12))
+
+
 def _fit_group(cells: pd.DataFrame, include_k1: bool, label: str, level: float) -> pd.DataFrame:
     rows = [dict.fromkeys(LAW_TEST_COLUMNS, np.nan) | {"model": m, "description": _DESCRIPTION[m],
                                                          "n_params": 1 + len(_FREE[m])} for m in MODEL_NAMES]
@@ -320,6 +327,8 @@ def _fit_group(cells: pd.DataFrame, include_k1: bool, label: str, level: float) 
             status[0] = f"{len(c)} cells for {fit.n_params} parameters; no test"
         elif not fit.converged[0]:
             status[0] = "did not converge; no test"
+        elif m != "law" and not _identified(fit, m):
+            status[0] = "a parameter at the boundary (no information: cells all 0 or all 1 where it acts); no test"
         usable = status[0] == "ok"
         aic = float(-2 * fit.loglik[0] + 2 * fit.n_params)
         law_aic = aic if m == "law" else law_aic

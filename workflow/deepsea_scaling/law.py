@@ -337,6 +337,8 @@ def _fit_group(cells: pd.DataFrame, include_k1: bool, label: str, level: float) 
         for name in ("psi", "alpha", "theta1"):
             est, lo, hi = (float(v[0]) for v in ci[name])
             no_interval = not usable or (name != "psi" and name not in _FREE[m])
+            if m != "law" and not usable:  # no estimate to read (nor to draw) where the status says why
+                est = np.nan
             row.update({name: est, f"{name}_low": np.nan if no_interval else lo,
                         f"{name}_high": np.nan if no_interval else hi})
         if m != "law" and usable:

@@ -532,8 +532,9 @@ def plot_law_tests(residuals: pd.DataFrame, tests: pd.DataFrame | None = None, f
     titles). Returns the figure.
     """
     with plt.rc_context(STYLE):
-        kinds = _ordered_kinds(residuals["kind"].unique()) if len(residuals) and "kind" in residuals.columns else []
-        kinds = kinds or [None]
+        kinds = [*(residuals["kind"] if "kind" in residuals.columns else []),
+                 *(tests["kind"] if tests is not None and "kind" in tests.columns else [])]
+        kinds = _ordered_kinds(kinds) or [None]  # a kind without a fit gets a panel with a note
         fig = _new_figure(fig, (min(PAGE_WIDTH, 0.8 + 3.0 * len(kinds)), 4.6))
         axes = fig.subplots(2, len(kinds), squeeze=False)
         for j, kind in enumerate(kinds):
@@ -544,7 +545,7 @@ def plot_law_tests(residuals: pd.DataFrame, tests: pd.DataFrame | None = None, f
                     ax.set_title(f"{kind_label(kind) if kind is not None else ''}\n{_law_test_text(tests, kind)}")
                 ra = r[r["axis"] == axis] if len(r) else r
                 if len(ra) == 0:
-                    _note(ax, "no residuals: no fitted law")
+                    _note(ax, "no residuals: the law has no fit (see law_tests.csv status)")
                     continue
                 obs = ra[ra["model"] == "observed"]
                 ax.errorbar(obs["value"], obs["mean_residual"], yerr=obs["sd_residual"].fillna(0), fmt="o", ms=3,

@@ -12,7 +12,7 @@ from conftest import run_snakemake
 
 pytestmark = pytest.mark.slow
 
-FIGURES = ["frontier_and_heatmaps", "residuals", "collapse", "probability_vs_n"]
+FIGURES = ["frontier_and_heatmaps", "residuals", "collapse", "probability_vs_n", "law_tests"]
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +30,8 @@ def tiny_run(tmp_path_factory):
 
 
 def test_every_table_and_figure(tiny_run):
-    for table in ["runs.parquet", "convergence.csv", "psi_fit.csv", "kind_comparison.csv", "residuals.csv"]:
+    for table in ["runs.parquet", "convergence.csv", "psi_fit.csv", "kind_comparison.csv", "residuals.csv",
+                  "law_tests.csv"]:
         assert (tiny_run / "results" / "tiny" / table).stat().st_size > 0, table
     from PIL import Image
 
@@ -139,7 +140,8 @@ def test_report_is_self_contained(tiny_run):
     assert len(html) > 100_000
     # nothing fetched from the network when it opens
     assert not re.search(r"""<(script|link|img)[^>]+(src|href)=["']https?://""", html)
-    for name in ["convergence.csv", "psi_fit.csv", "kind_comparison.csv", "residuals.csv"] + [
+    for name in ["convergence.csv", "psi_fit.csv", "kind_comparison.csv", "residuals.csv",
+                  "law_tests.csv"] + [
         f"{f}.png" for f in FIGURES
     ]:
         assert name in html, name

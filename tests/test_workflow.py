@@ -37,7 +37,8 @@ def test_dry_run_of_every_study(workflow_dir, study):
     assert train_jobs >= 1 or counts.get("plan_round") == 1, counts
     assert not [rule for rule in counts if rule.startswith("train") and rule != "train_group"], counts
     for rule in ["merge_runs", "convergence_table", "fit_psi", "compare_kinds", "residuals_table",
-                 "plot_frontier_and_heatmaps", "plot_residuals", "plot_collapse", "plot_probability_vs_n"]:
+                 "plot_frontier_and_heatmaps", "plot_residuals", "plot_collapse", "plot_probability_vs_n",
+                 "test_law", "plot_law_tests"]:
         assert counts.get(rule, 0) >= 1, (rule, counts)
     if study == "sweep":
         assert counts["plot_hyperparameter_sweep"] == 1

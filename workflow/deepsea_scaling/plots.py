@@ -523,3 +523,74 @@ def _wilson(c: pd.DataFrame):
     from .stats import wilson_interval
 
     return wilson_interval(c["successes"].to_numpy(), c["trials"].to_numpy())
+
+
+# ------------------------------------------------------------- LAW TESTS
+LAW_MODEL_STYLES = {
+    "effective_k": dict(color=OKABE_ITO[2], ls="-", label="effective K (α)"),
+    "psi_drift": dict(color=OKABE_ITO[3], ls="--", label="ψ drifts with n (θ1)"),
+    "both": dict(color=OKABE_ITO[4], ls=":", label="both"),
+}
+
+
+def _law_test_text(tests: pd.DataFrame | None, kind) -> str:
+    if tests is None or len(tests) == 0:
+        return ""
+    t = tests[tests["kind"] == kind] if "kind" in tests.columns else tests
+    t = t.set_index("model")
+    parts = []
+    for model, name in (("effective_k", "alpha"), ("psi_drift", "theta1")):
+        if model in t.index and np.isfinite(t.loc[model, name]):
+            r = t.loc[model]
+            symbol = "α" if name == "alpha" else "θ1"
+            parts.append(f"{symbol} = {r[name]:.2f} [{r[name + '_low']:.2f}, {r[name + '_high']:.2f}], "
+                         f"F p = {r['f_p_value']:.2g}")
+    return "\n".join(parts)
+
+
+def plot_law_tests(residuals: pd.DataFrame, tests: pd.DataFrame | None = None, fig: Figure | None = None, *,
+                   caption: str | None = None) -> Figure:
+    """The law's residuals by K (top row) and by n (bottom row), per kind, with each alternative's prediction.
+
+    residuals: `law.law_residuals` (model "observed": mean ± sd of P_law −
+    P_observed per value; an alternative: mean of P_law − P_model, which
+    follows the points where the alternative explains the misfit); tests:
+    `law.law_tests` rows (α and θ1 with intervals and F p-values in the
+    titles). Returns the figure.
+    """
+    with plt.rc_context(STYLE):
+        kinds = [*(residuals["kind"] if "kind" in residuals.columns else []),
+                 *(tests["kind"] if tests is not None and "kind" in tests.columns else [])]
+        kinds = _ordered_kinds(kinds) or [None]  # a kind without a fit gets a panel with a note
+        fig = _new_figure(fig, (min(PAGE_WIDTH, 0.8 + 3.0 * len(kinds)), 4.6))
+        axes = fig.subplots(2, len(kinds), squeeze=False)
+        for j, kind in enumerate(kinds):
+            r = residuals[residuals["kind"] == kind] if kind is not None and len(residuals) else residuals
+            for i, (axis, xlabel) in enumerate((("ensemble_size", "ensemble size K"), ("hardness", "hardness n"))):
+                ax = axes[i, j]
+                if i == 0:
+                    ax.set_title(f"{kind_label(kind) if kind is not None else ''}\n{_law_test_text(tests, kind)}")
+                ra = r[r["axis"] == axis] if len(r) else r
+                if len(ra) == 0:
+                    _note(ax, "no residuals: the law has no fit (see law_tests.csv status)")
+                    continue
+                obs = ra[ra["model"] == "observed"]
+                ax.errorbar(obs["value"], obs["mean_residual"], yerr=obs["sd_residual"].fillna(0), fmt="o", ms=3,
+                            capsize=1.5, elinewidth=0.6, color=kind_color(kind), label="law − observed")
+                for model, style in LAW_MODEL_STYLES.items():
+                    m = ra[ra["model"] == model]
+                    if len(m):
+                        ax.plot(m["value"], m["mean_residual"], lw=1.0, **style)
+                ax.axhline(0, color="#777777", lw=0.6, ls="--", zorder=0)
+                if axis == "ensemble_size":
+                    ax.set_xscale("log")
+                    ks = np.sort(ra["value"].unique())
+                    ax.set_xticks(ks, [str(int(k)) for k in ks])
+                    ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+                ax.set_xlabel(xlabel)
+                if j == 0:
+                    ax.set_ylabel("law − observed P")
+        if axes[0, 0].get_legend_handles_labels()[0]:
+            axes[0, 0].legend(loc="best", fontsize=5.5)
+        _add_caption(fig, caption)
+    return fig

@@ -90,3 +90,21 @@ rule residuals_table:
         "../../envs/deepsea.yaml"
     script:
         "../scripts/residuals_table.py"
+
+
+rule test_law:
+    input:
+        cells="results/{study}/convergence.csv",
+    output:
+        tests=report(
+            "results/{study}/law_tests.csv",
+            caption="../report/law_tests.rst",
+            category="Tables",
+            subcategory="{study}",
+        ),
+    log:
+        "logs/{study}/test_law.log",
+    conda:
+        "../../envs/deepsea.yaml"
+    script:
+        "../scripts/law_tests.py"

@@ -62,9 +62,21 @@ TRAIN_GPUS = config.get("train_gpus", 0)
 TRAIN_THREADS = config.get("train_threads", 1)
 
 # Figures of every study; the sweep figures only where the study sweeps.
-FIGURES = ["frontier_and_heatmaps", "residuals", "collapse", "probability_vs_n"]
+FIGURES = [
+    "frontier_and_heatmaps",
+    "residuals",
+    "collapse",
+    "probability_vs_n",
+    "law_tests",
+]
 SWEEP_FIGURES = ["hyperparameter_sweep"]
-TABLES = ["convergence.csv", "psi_fit.csv", "kind_comparison.csv", "residuals.csv"]
+TABLES = [
+    "convergence.csv",
+    "psi_fit.csv",
+    "kind_comparison.csv",
+    "residuals.csv",
+    "law_tests.csv",
+]
 
 # Environment of every training job: JAX allocates GPU memory as it needs it
 # instead of preallocating 75% of the card, so several jobs can share one GPU
@@ -202,7 +214,10 @@ def group_tables_of_study(wildcards):
 
 def expected_rows_of_study(wildcards):
     """group table -> [[config hash, start, stop, variant], ...]: what merge_runs checks."""
-    return {group.table: group.expected_rows() for group in trained_groups(study_of(wildcards))}
+    return {
+        group.table: group.expected_rows()
+        for group in trained_groups(study_of(wildcards))
+    }
 
 
 def decisions_of_study(wildcards):

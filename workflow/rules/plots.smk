@@ -158,3 +158,26 @@ rule docs_figure:
         pdf=False,
     script:
         "../scripts/plot_frontier_and_heatmaps.py"
+
+
+rule plot_law_tests:
+    input:
+        cells="results/{study}/convergence.csv",
+        tests="results/{study}/law_tests.csv",
+    output:
+        png=report(
+            "plots/{study}/law_tests.png",
+            caption="../report/plot_law_tests.rst",
+            category="Figures",
+            subcategory="{study}",
+        ),
+        pdf="plots/{study}/law_tests.pdf",
+    log:
+        "logs/{study}/plot_law_tests.log",
+    conda:
+        "../../envs/deepsea.yaml"
+    params:
+        caption=figure_caption,
+        variant=study_lib.DEFAULT_VARIANT,
+    script:
+        "../scripts/plot_law_tests.py"

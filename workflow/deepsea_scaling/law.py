@@ -1,0 +1,407 @@
+"""Does the law hold? Nested alternatives to P = 1 − (1 − ψ^n)^K, fitted and tested.
+
+The law assumes the K members discover independently, each with probability
+ψ^n. One family holds it and its alternatives:
+
+    log(1 − P) = K^α · log(1 − ψ(n)^n),   log ψ(n) = θ0 + θ1·log(n / n_ref)
+
+- `law`          α = 1, θ1 = 0 (one parameter, the ψ of `stats.fit_psi`)
+- `effective_k`  α free: an effective ensemble size K^α (α < 1: members that
+                 discover together, as correlated members would; α > 1: more
+                 than independent)
+- `psi_drift`    θ1 free: ψ drifts with hardness (the per-step probability
+                 is not constant in n)
+- `both`         α and θ1 free: whether each departure survives the other
+
+n_ref is the geometric mean of the fitted cells' n, so θ0 is log ψ at n_ref
+(the law's log ψ when θ1 = 0) and reparametrising changes no test.
+
+The likelihood is the binomial one of `stats.log_likelihood` (successes out of
+trials per cell); every model is fitted by Fisher scoring, vectorised over a
+batch of studies with the same cells (so a test can fit hundreds of simulated
+studies at once). The law's fit equals `stats.fit_psi`'s GLM. Each alternative
+is tested against the law by the likelihood-ratio test (χ² on the extra
+parameters) and, because cells are overdispersed (Pearson χ²/df of 4 to 8),
+by its quasi-likelihood F version F = (ΔD / Δp) / φ, with φ the alternative's
+Pearson dispersion over its informative cells (t·P(1 − P) ≥ 1, as in
+`stats._pearson_dispersion`) on (Δp, informative cells − p) degrees of freedom.
+Intervals are Wald intervals scaled by √φ (quasi-binomial).
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from scipy import special
+from scipy import stats as sps
+
+from . import stats
+
+# (name, free parameters besides θ0, one-line meaning): one table every stage reads.
+MODELS = (
+    ("law", (), "P = 1 - (1 - psi^n)^K"),
+    ("effective_k", ("alpha",), "P = 1 - (1 - psi^n)^(K^alpha)"),
+    ("psi_drift", ("theta1",), "log psi = theta0 + theta1 log(n / n_ref)"),
+    ("both", ("alpha", "theta1"), "effective_k and psi_drift together"),
+)
+MODEL_NAMES = tuple(m[0] for m in MODELS)
+_FREE = {name: free for name, free, _ in MODELS}
+_DESCRIPTION = {name: text for name, _, text in MODELS}
+PARAMS = ("theta0", "theta1", "alpha")  # the order of a parameter vector
+_NULL = np.array([np.nan, 0.0, 1.0])  # θ1 = 0 and α = 1: the law (θ0 is always free)
+_P_MIN = 1e-300
+_ETA_MAX = -1e-12  # log of a member's probability stays below 0
+
+LAW_TEST_COLUMNS = [
+    "model", "description", "n_params", "n_ref",
+    "psi", "psi_low", "psi_high",
+    "alpha", "alpha_low", "alpha_high",
+    "theta1", "theta1_low", "theta1_high",
+    "loglik", "deviance", "aic", "delta_aic",
+    "lr_stat", "df", "p_value", "f_stat", "f_df_denom", "f_p_value",
+    "dispersion", "n_cells", "n_runs", "status",
+]
+
+
+# ------------------------------------------------------------- THE FAMILY
+def log_fail(beta, K, n, n_ref: float = 1.0) -> np.ndarray:
+    """log(1 − P) of the family; beta (..., 3) as PARAMS, K and n (cells,). Returns (..., cells)."""
+    beta = np.asarray(beta, dtype=float)
+    K, n = np.asarray(K, dtype=float), np.asarray(n, dtype=float)
+    theta0, theta1, alpha = (beta[..., i, None] for i in range(3))
+    eta = np.minimum(n * (theta0 + theta1 * np.log(n / n_ref)), _ETA_MAX)
+    return np.exp(alpha * np.log(K)) * np.log1p(-np.exp(eta))
+
+
+def predict(beta, K, n, n_ref: float = 1.0) -> np.ndarray:
+    """P(discovery) of the family at beta (..., 3); shape (..., cells)."""
+    return -np.expm1(log_fail(beta, K, n, n_ref))
+
+
+def beta_of(psi: float, alpha: float = 1.0, theta1: float = 0.0) -> np.ndarray:
+    """A parameter vector (θ0, θ1, α) from ψ at n_ref, α and θ1."""
+    return np.array([np.log(psi), theta1, alpha])
+
+
+# ------------------------------------------------------ VECTORISED FITTING
+@dataclass
+class BatchFit:
+    """Maximum-likelihood fits of one model to B studies with the same cells.
+
+    beta (B, 3), cov (B, 3, 3) (zero rows/columns for fixed parameters; not
+    scaled by the dispersion), loglik, deviance, dispersion, df_resid (the
+    informative cells − parameters, the F test's denominator df), converged:
+    all (B,); loglik includes the binomial coefficients (as statsmodels'
+    and psi_fit.csv's AIC). n_params: free parameters.
+    """
+
+    beta: np.ndarray
+    cov: np.ndarray
+    loglik: np.ndarray
+    deviance: np.ndarray
+    dispersion: np.ndarray
+    df_resid: np.ndarray
+    converged: np.ndarray
+    n_params: int
+
+
+def _loglik(beta, s, t, K, n, n_ref):
+    L = log_fail(beta, K, n, n_ref)
+    log_p = np.log(np.clip(-np.expm1(L), _P_MIN, None))
+    return np.sum(s * log_p + (t - s) * L, axis=-1)
+
+
+def _score_info(beta, s, t, K, n, n_ref, free):
+    """Score (B, p) and Fisher information (B, p, p) of the free parameters."""
+    theta0, theta1, alpha = (beta[:, i, None] for i in range(3))
+    x = np.log(n / n_ref)
+    eta = np.minimum(n * (theta0 + theta1 * x), _ETA_MAX)
+    u = np.exp(eta)
+    k_eff = np.exp(alpha * np.log(K))
+    L = k_eff * np.log1p(-u)
+    P = np.clip(-np.expm1(L), _P_MIN, None)
+    d_theta0 = -k_eff * u / (-np.expm1(eta)) * n
+    jac = {"theta0": d_theta0, "theta1": d_theta0 * x, "alpha": L * np.log(K)}
+    J = np.stack([np.broadcast_to(jac[p], L.shape) for p in free], axis=-1)  # (B, cells, p)
+    dl_dL = t - s / P  # dℓ/dL, with L = log(1 − P)
+    w = t * np.exp(L) / P  # E[(dℓ/dL)²] = t(1 − P)/P
+    score = np.einsum("bc,bcp->bp", dl_dL, J)
+    info = np.einsum("bc,bcp,bcq->bpq", w, J, J)
+    return score, info
+
+
+def _dispersion(s, t, P, n_params):
+    """Pearson χ²/df over the informative cells (t·P(1 − P) ≥ 1), and that df; as stats._pearson_dispersion."""
+    P = np.clip(P, stats._P_MIN, stats._P_MAX)
+    var = t * P * (1 - P)
+    terms = (s - t * P) ** 2 / np.clip(var, 1e-300, None)
+    informative = var >= 1
+    df_inf = informative.sum(axis=-1) - n_params
+    df_all = np.full_like(df_inf, s.shape[-1] - n_params)
+    use_inf = df_inf >= 2
+    chi2 = np.where(use_inf, np.sum(np.where(informative, terms, 0.0), axis=-1), terms.sum(axis=-1))
+    df = np.where(use_inf, df_inf, df_all)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(df > 0, chi2 / df, np.nan), df
+
+
+def _start_theta0(s, t, K, n):
+    """log ψ where the law fits each cell exactly, median over cells (as fit_psi starts), (B,)."""
+    with np.errstate(divide="ignore", invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        guess = np.nanmedian(np.log(stats._single_cell_psi(s, t, K, n)), axis=-1)
+    return np.minimum(np.where(np.isfinite(guess), guess, np.log(0.8)), -1e-6)
+
+
+def fit_batch(successes, trials, K, n, model: str = "law", *, n_ref: float | None = None,
+              start: np.ndarray | None = None, max_iter: int = 100, tol: float = 1e-10) -> BatchFit:
+    """Fit one model of MODELS to B studies by Fisher scoring with step halving.
+
+    successes: (B, cells) or (cells,); trials: broadcastable to it; K, n:
+    (cells,) shared by the studies. n_ref: default the geometric mean of n.
+    start: (B, 3) starting values (fixed parameters are reset to the law's).
+    """
+    s = np.atleast_2d(np.asarray(successes, dtype=float))
+    t = np.broadcast_to(np.asarray(trials, dtype=float), s.shape)
+    K, n = np.asarray(K, dtype=float), np.asarray(n, dtype=float)
+    n_ref = float(np.exp(np.mean(np.log(n)))) if n_ref is None else float(n_ref)
+    free = ("theta0",) + _FREE[model]
+    idx = [PARAMS.index(p) for p in free]
+    B = s.shape[0]
+    beta = np.tile(_NULL, (B, 1))
+    if start is not None:
+        beta[:, idx] = np.asarray(start, dtype=float)[:, idx]
+    else:
+        beta[:, 0] = _start_theta0(s, t, K, n)
+    with np.errstate(all="ignore"):  # trial steps may leave the domain; they are rejected below
+        return _fisher_scoring(beta, s, t, K, n, n_ref, free, idx, max_iter, tol)
+
+
+def _fisher_scoring(beta, s, t, K, n, n_ref, free, idx, max_iter, tol) -> BatchFit:
+    B = len(beta)
+    ll = _loglik(beta, s, t, K, n, n_ref)
+    converged = np.zeros(B, bool)
+    for _ in range(max_iter):
+        score, info = _score_info(beta, s, t, K, n, n_ref, free)
+        ridge = 1e-12 * np.trace(info, axis1=1, axis2=2)[:, None, None] * np.eye(len(free)) + 1e-300
+        step = np.linalg.solve(info + ridge, score[..., None])[..., 0]
+        step = np.where(np.isfinite(step), step, 0.0)
+        scale = np.ones(B)
+        todo = ~converged
+        new_beta, new_ll = beta.copy(), ll.copy()
+        for _halving in range(40):
+            trial = beta.copy()
+            trial[:, idx] = beta[:, idx] + scale[:, None] * step
+            trial_ll = _loglik(trial, s, t, K, n, n_ref)
+            ok = todo & np.isfinite(trial_ll) & (trial_ll >= ll - 1e-12)
+            new_beta[ok], new_ll[ok] = trial[ok], trial_ll[ok]
+            todo &= ~ok
+            if not todo.any():
+                break
+            scale = np.where(todo, scale / 2, scale)
+        gain = new_ll - ll
+        moved = np.max(np.abs(new_beta - beta), axis=1)
+        beta, ll = new_beta, new_ll
+        converged |= (gain < tol) & (moved < 1e-7) | (moved == 0)
+        if converged.all():
+            break
+    _, info = _score_info(beta, s, t, K, n, n_ref, free)
+    cov = np.zeros((B, 3, 3))
+    cov[np.ix_(np.arange(B), idx, idx)] = np.linalg.pinv(info)
+    P = predict(beta, K, n, n_ref)
+    sat = special.xlogy(s, s / t) + special.xlogy(t - s, (t - s) / t)
+    deviance = 2 * (np.sum(sat, axis=-1) - ll)
+    # with the binomial coefficients, as statsmodels' loglik and AIC (psi_fit.csv)
+    ll = ll + np.sum(special.gammaln(t + 1) - special.gammaln(s + 1) - special.gammaln(t - s + 1), axis=-1)
+    dispersion, df_resid = _dispersion(s, t, P, len(free))
+    return BatchFit(beta, cov, ll, np.maximum(deviance, 0.0), dispersion, df_resid, converged, len(free))
+
+
+def lr_tests(null: BatchFit, alt: BatchFit) -> dict:
+    """LRT and quasi-likelihood F test of `alt` against the nested `null`, per study (B,).
+
+    Returns lr_stat, df, p_value (χ²), f_stat, f_df_denom, f_p_value: the
+    F uses the alternative's dispersion over its informative cells.
+    """
+    df = alt.n_params - null.n_params
+    lr = np.maximum(null.deviance - alt.deviance, 0.0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        f_stat = lr / df / alt.dispersion
+        f_p = np.where(alt.df_resid > 0, sps.f.sf(f_stat, df, np.maximum(alt.df_resid, 1)), np.nan)
+    return dict(lr_stat=lr, df=df, p_value=sps.chi2.sf(lr, df), f_stat=f_stat,
+                f_df_denom=alt.df_resid, f_p_value=f_p)
+
+
+def intervals(fit: BatchFit, level: float = 0.95, quasi: bool = True) -> dict:
+    """Wald intervals per parameter, (B,) arrays: {name: (estimate, low, high)}.
+
+    psi (ψ at n_ref) from θ0 on the log scale; alpha and theta1 directly.
+    quasi: scale the standard errors by √dispersion.
+    """
+    z = sps.norm.ppf(0.5 + level / 2)
+    phi = np.where(np.isfinite(fit.dispersion), fit.dispersion, 1.0) if quasi else np.ones(len(fit.beta))
+    se = np.sqrt(np.clip(np.diagonal(fit.cov, axis1=1, axis2=2), 0, None) * phi[:, None])
+    out = {}
+    for i, name in enumerate(PARAMS):
+        est = fit.beta[:, i]
+        out[name] = (est, est - z * se[:, i], est + z * se[:, i])
+    theta0, lo, hi = out.pop("theta0")
+    with np.errstate(over="ignore"):
+        out["psi"] = (np.exp(theta0), np.exp(lo), np.minimum(np.exp(hi), 1.0))
+    return out
+
+
+def fit_models(successes, trials, K, n, models=MODEL_NAMES, n_ref: float | None = None) -> dict:
+    """Every model of `models` fitted to B studies, each started from the law's fit."""
+    n_ref = float(np.exp(np.mean(np.log(np.asarray(n, float))))) if n_ref is None else n_ref
+    law = fit_batch(successes, trials, K, n, "law", n_ref=n_ref)
+    fits = {"law": law}
+    for model in models:
+        if model != "law":
+            fits[model] = fit_batch(successes, trials, K, n, model, n_ref=n_ref, start=law.beta)
+    return fits
+
+
+# ------------------------------------------------------------- SIMULATION
+def simulate_cells(rng: np.random.Generator, beta, K, n, trials, n_studies: int,
+                   dispersion: float = 1.0, n_ref: float = 1.0) -> np.ndarray:
+    """Successes (n_studies, cells) drawn from the family at beta (3,).
+
+    dispersion φ > 1: beta-binomial with intra-cell correlation
+    ρ = (φ − 1)/(t − 1), whose variance is φ·t·P(1 − P) in every cell.
+    """
+    P = predict(np.asarray(beta, float), K, n, n_ref)
+    t = np.broadcast_to(np.asarray(trials), P.shape).astype(int)
+    shape = (n_studies, P.shape[-1])
+    if dispersion <= 1:
+        return rng.binomial(t, P, size=shape).astype(float)
+    rho = (dispersion - 1) / (t - 1)
+    a = np.clip(P * (1 - rho) / rho, 1e-12, None)
+    b = np.clip((1 - P) * (1 - rho) / rho, 1e-12, None)
+    p = rng.beta(np.broadcast_to(a, shape), np.broadcast_to(b, shape))
+    return rng.binomial(t, p).astype(float)
+
+
+# --------------------------------------------------------- TIDY TABLES
+def _identified(fit: BatchFit, model: str, study: int = 0) -> bool:
+    """Every free parameter has a finite, non-zero variance (not a separated, boundary fit)."""
+    idx = [PARAMS.index(p) for p in ("theta0",) + _FREE[model]]
+    var = np.diagonal(fit.cov[study])[idx]
+    return bool(np.all(np.isfinite(var)) and np.all(var > 1e-12))
+
+
+def _fit_group(cells: pd.DataFrame, include_k1: bool, label: str, level: float) -> pd.DataFrame:
+    rows = [dict.fromkeys(LAW_TEST_COLUMNS, np.nan) | {"model": m, "description": _DESCRIPTION[m],
+                                                         "n_params": 1 + len(_FREE[m])} for m in MODEL_NAMES]
+    c, notes = stats._usable_cells(cells, include_k1, label)
+    s, t, K, n = (c[col].to_numpy() for col in ("successes", "trials", "ensemble_size", "hardness"))
+    for row in rows:
+        row.update(n_cells=len(c), n_runs=int(t.sum()))
+
+    def give_up(case):
+        stats._warn(f"{label}: {case}")
+        for row in rows:
+            row["status"] = "; ".join([case] + notes)
+        return pd.DataFrame(rows, columns=LAW_TEST_COLUMNS)
+
+    if len(c) == 0:
+        return give_up("no cells" + ("" if include_k1 else " with K > 1") + "; no fit")
+    if s.sum() == 0 or (s == t).all():
+        return give_up("all cells " + ("failed" if s.sum() == 0 else "succeeded") + "; psi at the boundary, no fit")
+    n_ref = float(np.exp(np.mean(np.log(n))))
+    fits = fit_models(s[None], t, K, n, n_ref=n_ref)
+    law_aic = None
+    for row in rows:
+        m = row["model"]
+        fit = fits[m]
+        ci = intervals(fit, level)
+        status = ["ok"] + notes
+        if m != "law" and len(np.unique(K)) < 2 and "alpha" in _FREE[m]:
+            status[0] = "one K only: alpha not identified; no test"
+        elif m != "law" and len(np.unique(n)) < 2 and "theta1" in _FREE[m]:
+            status[0] = "one n only: theta1 not identified; no test"
+        elif m != "law" and len(c) <= fit.n_params:
+            status[0] = f"{len(c)} cells for {fit.n_params} parameters; no test"
+        elif not fit.converged[0]:
+            status[0] = "did not converge; no test"
+        elif m != "law" and not _identified(fit, m):
+            status[0] = "a parameter at the boundary (no information: cells all 0 or all 1 where it acts); no test"
+        usable = status[0] == "ok"
+        aic = float(-2 * fit.loglik[0] + 2 * fit.n_params)
+        law_aic = aic if m == "law" else law_aic
+        row.update(n_ref=n_ref, loglik=float(fit.loglik[0]), deviance=float(fit.deviance[0]), aic=aic,
+                   delta_aic=aic - law_aic, dispersion=float(fit.dispersion[0]), status="; ".join(status))
+        for name in ("psi", "alpha", "theta1"):
+            est, lo, hi = (float(v[0]) for v in ci[name])
+            no_interval = not usable or (name != "psi" and name not in _FREE[m])
+            if m != "law" and not usable:  # no estimate to read (nor to draw) where the status says why
+                est = np.nan
+            row.update({name: est, f"{name}_low": np.nan if no_interval else lo,
+                        f"{name}_high": np.nan if no_interval else hi})
+        if m != "law" and usable:
+            row.update({k: float(np.asarray(v).ravel()[0]) for k, v in lr_tests(fits["law"], fit).items()})
+    return pd.DataFrame(rows, columns=LAW_TEST_COLUMNS)
+
+
+def law_tests(cells: pd.DataFrame, by=stats.FIT_KEYS, include_k1: bool = False, level: float = 0.95) -> pd.DataFrame:
+    """The law and its alternatives per group of `by` (study, variant, kind): one row per model.
+
+    cells: a convergence table (ensemble_size, hardness, successes, trials and
+    the keys); K = 1 is left out unless include_k1, as in `stats.fit_psi`, so
+    the law's row is psi_fit.csv's ψ. Columns: the keys, then
+    LAW_TEST_COLUMNS: estimates of ψ (at n_ref), α, θ1 with quasi-Wald
+    intervals (NaN where fixed), loglik, deviance, aic, delta_aic (model −
+    law), and for each alternative its LRT (lr_stat, df, p_value) and quasi F
+    test (f_stat, f_df_denom, f_p_value) against the law; dispersion is the
+    model's informative-cell Pearson χ²/df.
+    """
+    parts = []
+    for keys, group in stats._groups(cells, by):
+        k1 = include_k1 or keys.get("kind") in stats.K1_ONLY_KINDS
+        part = _fit_group(group, k1, stats._label("law_tests", keys), level)
+        parts.append(pd.concat([pd.DataFrame([keys] * len(part)), part], axis=1) if keys else part)
+    keys = [k for k in by if k in cells.columns]
+    if not parts:
+        return pd.DataFrame(columns=keys + LAW_TEST_COLUMNS)
+    return pd.concat(parts, ignore_index=True)
+
+
+def law_residuals(cells: pd.DataFrame, tests: pd.DataFrame, by=stats.FIT_KEYS) -> pd.DataFrame:
+    """Residuals of the law by K and by n, and what each alternative predicts of them.
+
+    For each cell, residual = P_law − P_observed (as `stats.residuals_by_k`)
+    and, per alternative, P_law − P_model: if an alternative explains the
+    law's misfit, its curve follows the observed residuals. Returns columns:
+    the keys, model ("observed" or a model name), axis ("ensemble_size" or
+    "hardness"), value, mean_residual, sd_residual, n_cells. Only cells the
+    fits used (K > 1 unless the test table includes K = 1) with a fit.
+    """
+    keys = [k for k in by if k in cells.columns and k in tests.columns]
+    out = []
+    for group_keys, group in stats._groups(cells[cells["trials"] > 0], keys):
+        sel = np.ones(len(tests), bool)
+        for k, v in group_keys.items():
+            sel &= (tests[k] == v).to_numpy()
+        fit_rows = tests[sel].set_index("model")
+        if "law" not in fit_rows.index or not np.isfinite(fit_rows.loc["law", "psi"]):
+            continue
+        k_min = 1 if group_keys.get("kind") in stats.K1_ONLY_KINDS else 2
+        g = group[group["ensemble_size"] >= k_min]
+        K, n = g["ensemble_size"].to_numpy(float), g["hardness"].to_numpy(float)
+        n_ref = float(fit_rows.loc["law", "n_ref"])
+        law_p = predict(beta_of(fit_rows.loc["law", "psi"]), K, n, n_ref)
+        curves = {"observed": law_p - g["successes"].to_numpy() / g["trials"].to_numpy()}
+        for m in MODEL_NAMES[1:]:
+            if m in fit_rows.index and np.isfinite(fit_rows.loc[m, "psi"]):
+                r = fit_rows.loc[m]
+                curves[m] = law_p - predict(beta_of(r["psi"], r["alpha"], r["theta1"]), K, n, n_ref)
+        for m, resid in curves.items():
+            for axis, values in (("ensemble_size", K), ("hardness", n)):
+                frame = pd.DataFrame({"value": values, "r": resid})
+                agg = frame.groupby("value")["r"].agg(mean_residual="mean", sd_residual="std", n_cells="size")
+                out.append(agg.reset_index().assign(**group_keys, model=m, axis=axis))
+    cols = keys + ["model", "axis", "value", "mean_residual", "sd_residual", "n_cells"]
+    return pd.concat(out, ignore_index=True)[cols] if out else pd.DataFrame(columns=cols)

@@ -42,7 +42,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from .config import DEEPSEA, KINDS, ConfigError, TrainConfig, config_hash
+from .config import DEEPSEA, KINDS, ConfigError, TrainConfig, check_field, config_hash
 from .study import DEFAULT_VARIANT, variant_name
 
 # The original's Config: field -> default (its main.py); "lr" is our learning_rate.
@@ -102,8 +102,14 @@ def train_config(cfg: dict, where: str = "config.yaml") -> TrainConfig:
     values["ensemble_size"] = 1 if values["kind"] == "eps" else values["ensemble_size"]
     values["fixed_action_map"] = True
     values["learning_starts"] = (int(values["rb_size"]) // int(values["num_envs"])) * int(values["num_envs"])
+    values = {k: (float(v) if k in ("learning_rate", "prior_scale") else v) for k, v in values.items()}
     try:
-        return TrainConfig(**{k: (float(v) if k in ("learning_rate", "prior_scale") else v) for k, v in values.items()}).validate()
+        # Each value within its field's bounds. Not TrainConfig.validate(): its
+        # rule that the budget must outlast the warm-up is this engine's (whose
+        # budget includes the warm-up); the original's warm-up comes before it.
+        for name, value in values.items():
+            check_field(name, value, f"--{name.replace('_', '-')}")
+        return TrainConfig(**values)
     except (ConfigError, TypeError) as err:
         raise OriginalTreeError(f"{where}: {err}") from None
 

@@ -41,16 +41,18 @@ def analyse(runs: pd.DataFrame, outdir: str | Path, caption: str | None = None) 
         warnings.simplefilter("ignore", stats.AnalysisWarning)
         comparison = stats.compare_kinds(cells)
     tests = law.law_tests(cells)
+    residuals = stats.residuals_by_k(cells, fits)
     written = []
-    for name, table in (("convergence.csv", cells), ("psi_fit.csv", fits),
-                        ("kind_comparison.csv", comparison), ("law_tests.csv", tests)):
+    for name, table in (("convergence.csv", cells), ("psi_fit.csv", fits), ("kind_comparison.csv", comparison),
+                        ("residuals.csv", residuals), ("law_tests.csv", tests)):
         write_table(table, outdir / name)
         written.append(outdir / name)
     default = {k: t[t["variant"] == "default"] if "variant" in t.columns else t
-               for k, t in (("cells", cells), ("fits", fits), ("tests", tests), ("runs", runs))}
+               for k, t in (("cells", cells), ("fits", fits), ("tests", tests), ("runs", runs),
+                            ("residuals", residuals))}
     figures = {
         "frontier_and_heatmaps": plots.plot_frontier_and_heatmaps(default["cells"], default["fits"], caption=caption),
-        "residuals": plots.plot_residuals(default["cells"], default["fits"], caption=caption).figure,
+        "residuals": plots.plot_residuals(default["residuals"], caption=caption).figure,
         "collapse": plots.plot_collapse(default["runs"], CRITICAL_REGION, caption=caption),
         "probability_vs_n": plots.plot_probability_vs_n(default["cells"], default["fits"], caption=caption),
         "law_tests": plots.plot_law_tests(law.law_residuals(default["cells"], default["tests"]), default["tests"],

@@ -87,21 +87,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _cli_type(name: str):
     """Parse an option's text as its field's type; the error names what is accepted."""
-    kind = FIELDS[name].type
+    ftype = FIELDS[name].type
 
     def parse(text: str):
         try:
-            if kind == "int":
+            if ftype == "int":
                 return int(text)
-            if kind == "float":
+            if ftype == "float":
                 return float(text)
-            if kind == "str":
+            if ftype == "str":
                 return text
             return tuple(int(w) for w in text.split(",") if w.strip())
         except ValueError:
             raise argparse.ArgumentTypeError(f"{text!r} is invalid: give {accepted(name)}") from None
 
-    parse.__name__ = kind  # argparse names the type in some messages
+    parse.__name__ = ftype  # argparse names the type in some messages
     return parse
 
 

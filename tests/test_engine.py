@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from deepsea_scaling import agent
+from deepsea_scaling import agent, kinds
 from deepsea_scaling.config import ConfigError, TrainConfig, config_hash
 from deepsea_scaling.engine import default_hyper, make_train, run, seed_keys, train, train_seeds
 from deepsea_scaling.envs import PerRunMapDeepSea, make_env
@@ -14,7 +14,7 @@ from deepsea_scaling.replay import Transition, replay_add, replay_init, replay_s
 
 from probe_envs import probe_adapter
 
-KINDS = ["boot", "bootrp", "eps"]
+KINDS = list(kinds.KINDS)  # a new kind is tested on the probes and CartPole by being in the table
 
 
 # ------------------------------------------------------------------ DEEPSEA
@@ -149,7 +149,7 @@ def test_agents_learn_analytic_q_values(kind):
         obs = jnp.eye(length)
         q = jax.vmap(lambda s: trainer.agent.q_shared(s.params, s.prior, obs, hyper))(state)  # (S, K, L, A)
         q = np.asarray(q)
-        if kind != "eps":  # greedy members only ever try their preferred action: check that one
+        if kinds.KINDS[kind].explores_by != "epsilon":  # greedy members only ever try their preferred action
             q = q.max(axis=-1, keepdims=True)
         target = np.broadcast_to(np.array(expected)[None, None, :, None], q.shape)
         np.testing.assert_allclose(q, target, atol=0.05)
@@ -186,7 +186,7 @@ def test_members_resampled_only_at_episode_ends():
 
 # ---------------------------------------------------------- INVARIANCES
 def small(kind="bootrp", **kw):
-    return TrainConfig(**{**dict(kind=kind, ensemble_size=2 if kind != "eps" else 1, hardness=4, num_episodes=480,
+    return TrainConfig(**{**dict(kind=kind, ensemble_size=2 if kinds.KINDS[kind].ensemble else 1, hardness=4, num_episodes=480,
                                  rb_size=500, learning_starts=240, num_probe_states=16, num_log_points=10), **kw})
 
 

@@ -191,3 +191,23 @@ def test_other_environment_trains_against_its_solved_return_labelled_by_name(tmp
     assert (table["discovery_threshold"] == 475.0).all()
     assert not table["discovered"].any()  # 40 steps per env cannot balance the pole for 475
     assert "475" in json.loads(out.with_suffix(".json").read_text())["notes"][0]
+
+
+@pytest.mark.parametrize("key, value, fragment", [
+    ("discovery_threshold", 2.0, "(0, 0.99]"),
+    ("discovery_threshold", -1.0, "(0, 0.99]"),
+    ("discovery_threshold", float("nan"), "discovery_threshold"),
+    ("weight_decay", float("nan"), "weight_decay"),
+    ("learning_rate", float("inf"), "learning_rate"),
+    ("learning_starts", 5000, "--learning-starts=5000 transitions / --num-envs=24) takes 209"),
+])
+def test_config_yaml_hyperparameters_are_refused_like_the_command_line(key, value, fragment):
+    from deepsea_scaling import study
+
+    spec = {"kinds": {"boot": {"ensemble_sizes": [2], "hardness": [4]}}, "seeds_per_cell": 2, "shard_size": 2,
+            "num_episodes": 100, "hyperparameters": {"rb_size": 5000, key: value}}
+    with pytest.raises(ValueError) as err:
+        study.load_study({"studies": {"s": spec}}, "s")
+    message = str(err.value)
+    named = "num_episodes" if key == "learning_starts" else f"studies.s.hyperparameters.{key}"  # the budget is short
+    assert named in message and fragment in message and "\n" not in message

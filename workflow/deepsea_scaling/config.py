@@ -190,12 +190,12 @@ def program_signature(config: TrainConfig) -> tuple:
 def accepted(name: str) -> str:
     """The values field `name` accepts, in words: 'an integer >= 1', 'a finite number in [0, 1]'."""
     f = FIELDS[name]
-    meta, kind = f.metadata, f.type
+    meta, ftype = f.metadata, f.type
     if meta["choices"]:
         return f"one of {', '.join(meta['choices'])}"
-    if kind == "bool":
+    if ftype == "bool":
         return "true or false"
-    if kind == "str":
+    if ftype == "str":
         return "a string"
     low, high = meta["low"], meta["high"]
     if low is not None and high is not None:
@@ -206,9 +206,9 @@ def accepted(name: str) -> str:
         bounds = f" <= {high:g}"
     else:
         bounds = ""
-    if kind == "int":
+    if ftype == "int":
         return "an integer" + bounds
-    if kind == "float":
+    if ftype == "float":
         return "a finite number" + bounds + (f" ({meta['note']})" if meta["note"] else "")
     return f"one or more comma-separated integers{bounds}, e.g. 24,24"
 
@@ -217,24 +217,24 @@ def check_field(name: str, value: Any, where: str) -> None:
     """ConfigError '<where>=<value> is invalid: give <accepted>' unless `value` is of the
     field's type (no coercion: "2" is no integer) and within its declared bounds."""
     f = FIELDS[name]
-    meta, kind = f.metadata, f.type
-    if kind == "bool":
+    meta, ftype = f.metadata, f.type
+    if ftype == "bool":
         ok = isinstance(value, bool)
-    elif kind == "int":
+    elif ftype == "int":
         ok = isinstance(value, int) and not isinstance(value, bool)
-    elif kind == "float":
+    elif ftype == "float":
         ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    elif kind == "str":
+    elif ftype == "str":
         ok = isinstance(value, str) and (not meta["choices"] or value in meta["choices"])
     else:  # a tuple of ints
         ok = (isinstance(value, tuple) and len(value) > 0
               and all(isinstance(v, int) and not isinstance(v, bool) for v in value))
-    if ok and kind in ("int", "float"):
+    if ok and ftype in ("int", "float"):
         ok = _within(value, meta)
-    elif ok and kind not in ("bool", "str"):
+    elif ok and ftype not in ("bool", "str"):
         ok = all(_within(v, meta) for v in value)
     if not ok:
-        shown = repr(value) if isinstance(value, str) and kind != "str" else _fmt(value)
+        shown = repr(value) if isinstance(value, str) and ftype != "str" else _fmt(value)
         raise ConfigError(f"{where}={shown} is invalid: give {accepted(name)}")
 
 
@@ -247,10 +247,10 @@ def coerce_field(name: str, value: Any, where: str) -> Any:
     """
     if name not in FIELDS:
         raise ConfigError(f"{where}: unknown hyperparameter; known: {', '.join(FIELDS)}")
-    kind = FIELDS[name].type
-    if kind == "float" and isinstance(value, int) and not isinstance(value, bool):
+    ftype = FIELDS[name].type
+    if ftype == "float" and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
-    elif kind.startswith("tuple"):
+    elif ftype.startswith("tuple"):
         if isinstance(value, str):
             parts = [v.strip() for v in value.split(",") if v.strip()]
             value = tuple(int(v) if v.isdigit() else v for v in parts)

@@ -2,7 +2,8 @@
 
 A file appears under its final name only complete: it is written to a hidden
 temporary name in the same folder, flushed to disk, then renamed (`os.replace`
-is atomic on POSIX). A killed job leaves at most a `.tmp-*` file behind.
+is atomic on POSIX). A killed job leaves at most a `.tmp-*` file behind. A
+table's sidecar is written after the table and removed with it on failure.
 """
 
 from __future__ import annotations
@@ -70,6 +71,23 @@ def write_table(df: pd.DataFrame, path: str | os.PathLike) -> None:
 def write_json(obj: dict, path: str | os.PathLike) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def write_table_and_sidecar(df: pd.DataFrame, sidecar: dict, path: str | os.PathLike) -> None:
+    """The table, then its provenance sidecar, each atomically: a sidecar never claims a missing table.
+
+    Older outputs go first; if the new sidecar cannot be written, the new table
+    is removed again, so a failure leaves neither and a rerun redoes the job.
+    """
+    path = Path(path)
+    sidecar_path(path).unlink(missing_ok=True)
+    path.unlink(missing_ok=True)
+    write_table(df, path)
+    try:
+        write_json(sidecar, sidecar_path(path))
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
 
 
 def sidecar_path(table_path: str | os.PathLike) -> Path:

@@ -87,21 +87,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _cli_type(name: str):
     """Parse an option's text as its field's type; the error names what is accepted."""
-    kind = FIELDS[name].type
+    ftype = FIELDS[name].type
 
     def parse(text: str):
         try:
-            if kind == "int":
+            if ftype == "int":
                 return int(text)
-            if kind == "float":
+            if ftype == "float":
                 return float(text)
-            if kind == "str":
+            if ftype == "str":
                 return text
             return tuple(int(w) for w in text.split(",") if w.strip())
         except ValueError:
             raise argparse.ArgumentTypeError(f"{text!r} is invalid: give {accepted(name)}") from None
 
-    parse.__name__ = kind  # argparse names the type in some messages
+    parse.__name__ = ftype  # argparse names the type in some messages
     return parse
 
 
@@ -284,11 +284,11 @@ def main(argv: list[str] | None = None) -> int:
     log(f"training {runs} runs x {first.config.num_vector_steps:,} vector steps in one program")
     results = engine.train_batch([(e.config, e.seeds) for e in entries], progress=log)
 
+    import jax
+
+    from . import io
+
     def provenance(result) -> dict:
-        import jax
-
-        from . import io
-
         return {
             "command": shlex.join([PROG, *argv]),
             "batched_runs": runs,
@@ -319,7 +319,7 @@ def main(argv: list[str] | None = None) -> int:
                    for e, r in zip(entries, results)]
     for out, table, sidecar in outputs:
         try:
-            write_outputs(table, sidecar, out)
+            io.write_table_and_sidecar(table, sidecar, out)
         except OSError as err:
             parser.exit(1, f"{PROG}: error: cannot write {out} ({err.strerror or err}); nothing was kept for it, "
                            "rerun the command\n")
@@ -327,24 +327,6 @@ def main(argv: list[str] | None = None) -> int:
             f"diverged {int(table['diverged'].sum())}; compile {results[0].compile_seconds:.1f}s, "
             f"run {results[0].run_seconds:.1f}s")
     return 0
-
-
-def write_outputs(table, sidecar: dict, out: Path) -> None:
-    """The table first, then its sidecar, each atomically: a sidecar never claims a missing table.
-
-    Older outputs go first; if the new sidecar cannot be written, the new table
-    is removed again, so a failure leaves neither and a rerun redoes the job.
-    """
-    from . import io
-
-    io.sidecar_path(out).unlink(missing_ok=True)
-    out.unlink(missing_ok=True)
-    io.write_table(table, out)
-    try:
-        io.write_json(sidecar, io.sidecar_path(out))
-    except BaseException:
-        out.unlink(missing_ok=True)
-        raise
 
 
 if __name__ == "__main__":

@@ -87,7 +87,7 @@ def test_reference_design_makes_exactly_the_protocols_decisions(config, limit):
 def test_frontier_design_stops_within_its_rounds_and_reuses_cells(config):
     study = _study(config, "default", design="frontier", seeds_per_cell=32, shard_size=4,
                    frontier={"pilot_seeds": 8, "seeds": 8, "boundary_seeds": 4, "max_rounds": 2,
-                             "target_half_width": 0.02})
+                             "target_half_width": {"boot": 0.02, "bootrp": 0.03}})
     plans, rows = _run_design(study)
     assert len(plans) <= 1 + 2 + 1  # pilot, at most max_rounds, and the plan that says done
     units = [tuple(u) for p in plans for u in p["units"]]

@@ -110,7 +110,7 @@ def _plan_kind(study: Study, cells: list[Cell], round_index: int, outcome, seeds
                                                         seeds_of.get(by_key[key].hash, 0))]
         return units, []
 
-    settings = study.frontier_settings()
+    settings = study.frontier_settings(kind)
     if round_index == 0:
         wanted = designs.frontier_pilot(kind, ks, ns, settings)
         stop = False

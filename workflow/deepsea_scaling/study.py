@@ -86,11 +86,17 @@ class Study:
 
         return DESIGNS[self.design].sequential
 
-    def frontier_settings(self):
-        """The frontier design's settings: the study's `frontier:` keys over the defaults."""
+    def frontier_settings(self, kind: str):
+        """The frontier design's settings for `kind`: the study's `frontier:` keys over the defaults.
+
+        `target_half_width` may be one number or one per kind ({boot: 0.01, bootrp: 0.02}).
+        """
         from .designs import FrontierSettings
 
         settings = {k: tuple(v) if isinstance(v, list) else v for k, v in self.frontier.items()}
+        target = settings.get("target_half_width")
+        if isinstance(target, Mapping):
+            settings["target_half_width"] = target.get(kind, FrontierSettings.target_half_width)
         return FrontierSettings(**{"episodes": self.num_episodes, **settings})
 
     def caption(self) -> str:

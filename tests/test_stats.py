@@ -244,3 +244,25 @@ def test_no_warning_on_clean_data():
         warnings.simplefilter("error")
         fit_psi_table(cells)
         compare_kinds(cells)
+
+
+def test_with_decisions_keeps_what_a_design_skipped_out_of_every_fit():
+    """A reference design's skipped cells: not trained (trials 0) with the P assumed; a speculative extra's data kept aside."""
+    from deepsea_scaling.stats import fit_psi_table, with_decisions
+
+    cells = pd.DataFrame({"study": "s", "variant": "default", "kind": "boot", "ensemble_size": [2, 2, 4],
+                          "hardness": [4, 6, 4], "trials": 4, "successes": [3, 0, 4], "diverged": 0})
+    cells["p_hat"] = cells["successes"] / cells["trials"]
+    decisions = pd.DataFrame({"study": "s", "variant": "default", "kind": "boot", "ensemble_size": [2, 2, 2, 4],
+                              "hardness": [4, 6, 8, 4],
+                              "decision": ["trained", "assumed_unsolved", "assumed_unsolved", "trained"],
+                              "round": [0, 1, None, 0]})
+    out = with_decisions(cells, decisions).set_index(["ensemble_size", "hardness"])
+    assert list(out.index) == [(2, 4), (2, 6), (2, 8), (4, 4)]
+    assert list(out["decision"]) == ["trained", "assumed_unsolved", "assumed_unsolved", "trained"]
+    assert list(out["trials"]) == [4, 0, 0, 4] and out["p_hat"].isna().tolist() == [False, True, True, False]
+    assert out.loc[(2, 6), "speculative_trials"] == 4 and pd.isna(out.loc[(2, 8), "speculative_trials"])
+    assert out["p_assumed"].tolist()[1:3] == [0.0, 0.0] and out["p_assumed"].isna().tolist()[::3] == [True, True]
+    with pytest.warns(Warning):  # the two skipped cells are left out of the fit, which says so
+        fit = fit_psi_table(out.reset_index()).iloc[0]
+    assert fit["n_cells"] == 2 and fit["n_runs"] == 8

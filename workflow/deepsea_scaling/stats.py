@@ -516,26 +516,31 @@ ASSUMED_P = {"assumed_solved": 1.0, "assumed_unsolved": 0.0}
 
 
 def with_decisions(cells: pd.DataFrame, decisions: pd.DataFrame) -> pd.DataFrame:
-    """A convergence table with the cells a sequential design did not train.
+    """A convergence table with a sequential design's decision for every cell of its grid.
 
     decisions: one row per cell of the grid (study, variant, kind,
     ensemble_size, hardness, decision, round), `rounds.plan_round`'s. Adds
     columns `decision` (trained, assumed_solved, assumed_unsolved,
     not_trained), `p_assumed` (the P the research code's protocol assumed for
     a cell it skipped: 1 or 0; NaN otherwise) and `round` (the design round
-    that first trained the cell). Skipped cells get trials = 0 (so no fit reads
-    them) and p_hat NaN.
+    that first trained the cell). A skipped cell gets trials = 0, so no fit,
+    test or residual reads it (as the research code's analysis did not), and
+    p_hat NaN; one the reference design trained speculatively and then skipped
+    keeps what it observed in `speculative_successes` / `speculative_trials`.
     """
     keys = [k for k in CELL_KEYS if k in cells.columns and k in decisions.columns]
-    out = cells.assign(decision="trained", p_assumed=np.nan)
-    if "round" in decisions.columns:
-        out = out.merge(decisions[keys + ["round"]], on=keys, how="left")
-    skipped = decisions[decisions["decision"] != "trained"]
-    skipped = skipped.merge(cells[keys], on=keys, how="left", indicator=True)
-    skipped = skipped[skipped["_merge"] == "left_only"]
-    extra = skipped[keys].assign(trials=0, successes=0, p_hat=np.nan, p_low=np.nan, p_high=np.nan,
-                                 decision=skipped["decision"].to_numpy(),
-                                 p_assumed=skipped["decision"].map(ASSUMED_P).to_numpy())
-    if "diverged" in out.columns:
-        extra["diverged"] = 0
-    return pd.concat([out, extra], ignore_index=True).sort_values(keys, kind="stable").reset_index(drop=True)
+    extra_cols = ["decision"] + (["round"] if "round" in decisions.columns else [])
+    out = cells.merge(decisions[keys + extra_cols], on=keys, how="outer", indicator=True)
+    out["decision"] = out["decision"].fillna("trained")  # a trained cell the plan does not list: keep it
+    skipped = out["decision"] != "trained"
+    out["speculative_successes"] = out["successes"].where(skipped & (out["_merge"] == "both"))
+    out["speculative_trials"] = out["trials"].where(skipped & (out["_merge"] == "both"))
+    for col in ("trials", "successes", "diverged"):
+        if col in out.columns:
+            out[col] = out[col].where(~skipped, 0).fillna(0).astype(int)
+    for col in ("p_hat", "p_low", "p_high", "median_episodes_to_discovery", "all_members_rate"):
+        if col in out.columns:
+            out[col] = out[col].where(~skipped)
+    out["p_assumed"] = out["decision"].map(ASSUMED_P)
+    out = out.drop(columns="_merge")
+    return out.sort_values(keys, kind="stable").reset_index(drop=True)

@@ -21,7 +21,8 @@ interpreter are is given by options or by the environment:
 
 The project side runs `python -m deepsea_scaling.train` for the same cells with
 seeds 0:S; anything after `--` is passed through to it (for example
-`-- --fixed-action-map`, or `-- --fidelity reference` once that exists).
+`-- --fixed-action-map`, or `-- --fidelity reference`: every behaviour of the
+research code, docs/RESEARCH_CODE.md).
 
 Both sides cache one row per run in CSV files and skip cells already there
 with enough seeds, so a comparison can be redone from the caches alone. The

@@ -54,7 +54,9 @@ def test_fixture_reads_into_the_run_table():
     first = runs.iloc[0]
     config = TrainConfig.from_dict({k: first[k].item() if hasattr(first[k], "item") else first[k]
                                     for k in TrainConfig().to_dict()})
-    assert config.fixed_action_map and config.learning_starts == 9984  # 416 vector steps of 24 envs
+    # the research code's behaviours: key(42) map, 416 warm-up steps of 24 envs outside the budget
+    assert config.fidelity == "reference" and config.action_map == "key42" and config.warmup == "outside"
+    assert config.warmup_steps == 416
     assert runs.iloc[0]["config_hash"] == config_hash(config)
 
 

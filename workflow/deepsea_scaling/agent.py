@@ -24,7 +24,7 @@ from flax import struct
 
 from .config import FIELDS, HYPER_FIELDS, TrainConfig
 from .kinds import KINDS, Kind, program_kind
-from .networks import QNetwork, ensemble_apply, ensemble_apply_shared, init_ensemble
+from .networks import QNetwork, ensemble_apply, ensemble_apply_shared, init_ensemble, init_ensemble_uniform
 from .replay import Transition
 
 # The traced hyperparameters, one scalar leaf per TrainConfig field declared
@@ -44,10 +44,13 @@ def hyper_of(config: TrainConfig) -> Hyper:
     0 for a kind without a prior (which may still carry a zero-scaled one).
     """
     values = {name: getattr(config, name) for name in HYPER_FIELDS}
+    for name in HYPER_FIELDS:  # a traced choice: its index among the choices after "preset" (0: the engine's)
+        if FIELDS[name].type == "str":
+            values[name] = FIELDS[name].metadata["choices"].index(values[name]) - 1
     values["learning_rate"] = config.effective_learning_rate
     if not KINDS[config.kind].has_prior:
         values["prior_scale"] = 0.0
-    dtypes = {"int": jnp.int32, "float": jnp.float32}
+    dtypes = {"int": jnp.int32, "float": jnp.float32, "str": jnp.int32}
     return Hyper(**{name: jnp.asarray(v, dtypes[FIELDS[name].type]) for name, v in values.items()})
 
 
@@ -66,21 +69,46 @@ class Agent:
     obs_is_index: bool  # observations are DeepSea cell indices in [0, cells)
     cells: int  # DeepSea: n * n; else the observation length
     target_table: bool  # keep the target as a Q-table over all cells (`make_agent`)
+    full_params: bool = False  # decay_scope=all: prior and targets are parameters, weight-decayed every step
+    uniform_init: bool = False  # init=uniform: equinox's Linear initialisation (static: flax's draws stay as they were)
+
+    @property
+    def prior_table(self) -> bool:
+        """DeepSea's fixed prior is tabulated over the cells (not when it decays)."""
+        return self.obs_is_index and not self.full_params
 
     @property
     def use_prior(self) -> bool:
         return program_kind(self.kind, self.obs_is_index).has_prior
 
     # ------------------------------------------------------------- NETWORKS
-    def init_networks(self, rng_net: jax.Array, rng_prior: jax.Array, obs_example: jax.Array):
-        """(online params, prior): K independently initialised members and their fixed priors."""
-        params = init_ensemble(self.network, rng_net, self.members, obs_example)
-        if not self.use_prior:
-            return params, None
-        prior = init_ensemble(self.network, rng_prior, self.members, obs_example)
-        if self.obs_is_index:  # the prior is fixed: tabulate it once over all cells
-            prior = ensemble_apply_shared(self.network, prior, jnp.arange(self.cells))
-        return params, prior
+    def init_networks(self, rng_net: jax.Array, rng_prior: jax.Array, obs_example: jax.Array, hyper: Hyper):
+        """(online params, prior, target): K independently initialised members, their priors, and
+        the target state (a copy of them, or independent networks with priors of their own).
+
+        `uniform_init` selects the uniform (equinox) initialisation, hyper.initial_target the
+        copy or the independent targets; the alternatives use keys of their own, so the
+        engine's default draws are unchanged.
+        """
+        def networks(key):
+            if self.uniform_init:
+                return init_ensemble_uniform(self.network, jax.random.fold_in(key, 1), self.members, obs_example)
+            return init_ensemble(self.network, key, self.members, obs_example)
+
+        def prior_of(key):
+            if not self.use_prior:
+                return None
+            prior = networks(key)
+            if self.prior_table:  # the prior is fixed: tabulate it once over all cells
+                prior = ensemble_apply_shared(self.network, prior, jnp.arange(self.cells))
+            return prior
+
+        params, prior = networks(rng_net), prior_of(rng_prior)
+        copy = self.target_of(params, prior, hyper)
+        independent = self.target_of(networks(jax.random.fold_in(rng_net, 2)),
+                                     prior_of(jax.random.fold_in(rng_prior, 2)), hyper)
+        target = jax.tree.map(lambda c, i: jnp.where(hyper.initial_target == 1, i, c), copy, independent)
+        return params, prior, target
 
     def optimizer(self, hyper: Hyper) -> optax.GradientTransformation:
         return optax.adamw(hyper.learning_rate, weight_decay=hyper.weight_decay)
@@ -90,7 +118,7 @@ class Agent:
         """Prior Q of each member on its own observations: obs (K, B[, d]) -> (K, B, A)."""
         if not self.use_prior:
             return jnp.zeros((*obs.shape[:2], self.num_actions), jnp.float32)
-        if self.obs_is_index:
+        if self.prior_table:
             return jax.vmap(lambda table, o: table[o])(prior, obs)
         return ensemble_apply(self.network, prior, obs)
 
@@ -122,7 +150,7 @@ class Agent:
 
         q = jax.vmap(member_q, in_axes=(None, 0, 0))(params, active, obs)
         if self.use_prior:
-            if self.obs_is_index:
+            if self.prior_table:
                 prior_q = prior[active, obs]
             else:
                 prior_q = jax.vmap(member_q, in_axes=(None, 0, 0))(prior, active, obs)
@@ -130,15 +158,19 @@ class Agent:
         return q
 
     def target_of(self, params, prior, hyper: Hyper):
-        """The target state made from the current online parameters."""
+        """The target state made from the current online parameters (full_params: and prior)."""
         if self.target_table:
             return self.q_shared(params, prior, jnp.arange(self.cells), hyper)
+        if self.full_params:
+            return (params, prior)
         return params
 
     def target_values(self, target, prior, obs: jax.Array, hyper: Hyper) -> jax.Array:
         """Target Q (prior included) of each member on its own observations: (K, B[, d]) -> (K, B, A)."""
         if self.target_table:
             return jax.vmap(lambda table, o: table[o])(target, obs)
+        if self.full_params:  # the target's own (decayed) prior
+            target, prior = target
         return ensemble_apply(self.network, target, obs) + hyper.prior_scale * self.prior_values(prior, obs)
 
     # --------------------------------------------------------------- ACTING
@@ -186,8 +218,10 @@ def make_agent(config: TrainConfig, network: QNetwork, num_actions: int, obs_is_
     then (cells forward passes) is cheaper than evaluating it on every
     minibatch (members x batch_size passes per step); true up to n = 56 by default.
     """
-    target_table = obs_is_index and cells <= config.target_period * config.batch_size
-    return Agent(KINDS[config.kind], network, config.members, num_actions, obs_is_index, cells, target_table)
+    full_params = config.decay_scope == "all"
+    target_table = obs_is_index and cells <= config.target_period * config.batch_size and not full_params
+    return Agent(KINDS[config.kind], network, config.members, num_actions, obs_is_index, cells, target_table,
+                 full_params, config.init == "uniform")
 
 
 def td_loss(
@@ -217,6 +251,8 @@ def td_loss(
     td_target = batch.reward + hyper.gamma * (1.0 - batch.terminated) * jax.lax.stop_gradient(q_next)
     td_error = q_taken - td_target
     loss = jnp.sum(jnp.mean(jnp.square(td_error), axis=-1))
+    # loss_reduction=mean: the mean over members too (the research code's), 1/K of the sum
+    loss = jnp.where(hyper.loss_reduction == 1, loss / q.shape[0], loss)
     return loss, jnp.max(jnp.abs(q))
 
 

@@ -26,6 +26,18 @@ DEEPSEA_MAX_RETURN = 0.99
 SOLVED_RETURNS = {"CartPole-v1": 475.0, "Acrobot-v1": -100.0, "MountainCar-v0": -110.0}
 
 
+PRESET = "preset"  # an option's value "from --fidelity"
+# The research code's behaviours (docs/RESEARCH_CODE.md) and this engine's, per option.
+PRESETS = {
+    "default": {"init": "flax", "warmup": "inside", "warmup_resample": "resample", "initial_target": "copy",
+                "decay_scope": "online", "action_map": "per_run", "loss_reduction": "sum"},
+    "reference": {"init": "uniform", "warmup": "outside", "warmup_resample": "fixed",
+                  "initial_target": "independent", "decay_scope": "all", "action_map": "key42",
+                  "loss_reduction": "mean"},
+}
+FIDELITY_OPTIONS = tuple(PRESETS["default"])
+
+
 class ConfigError(ValueError):
     """A hyperparameter has a value that cannot be trained; the message names it."""
 
@@ -60,7 +72,7 @@ class TrainConfig:
         "an episode with return >= this discovers the reward (DeepSea: in (0, 0.99]; other environments: "
         "their solved return, e.g. 475 for CartPole-v1)", traced=True,
         note=f"on DeepSea in (0, {DEEPSEA_MAX_RETURN}], elsewhere the environment's solved return"))
-    fixed_action_map: bool = field(default=False, metadata=hp("DeepSea: one action map for all runs (the research code's behaviour) instead of one per run"))
+    fixed_action_map: bool = field(default=False, metadata=hp("DeepSea: one action map for all runs, gymnax 1.0.1's default (the map of key(0), NOT the research code's key(42)); the same as --action-map key0"))
     num_envs: int = field(default=24, metadata=hp("parallel environments per run", low=1))
     hidden_sizes: tuple[int, ...] = field(default=(24, 24), metadata=hp("hidden layer widths of every Q-network, e.g. 24,24", low=1))
     learning_rate: float = field(default=2e-4, metadata=hp("AdamW learning rate per member; the optimiser uses learning_rate * K", traced=True, low=0, low_open=True))
@@ -77,9 +89,53 @@ class TrainConfig:
     eps_decay_fraction: float = field(default=0.5, metadata=hp("eps: fraction of training over which epsilon falls linearly to its floor", traced=True, low=0, low_open=True, high=1))
     num_log_points: int = field(default=100, metadata=hp("points of the Q-diversity curve over training", low=1))
     num_probe_states: int = field(default=128, metadata=hp("transitions from the initial buffer on which Q-diversity is measured", low=1))
+    # ------------------------------------------------ research-code fidelity (docs/RESEARCH_CODE.md)
+    fidelity: str = field(default="default", metadata=hp(
+        "preset of the options below: default (this engine) or reference (every behaviour of the research "
+        "code); an option given explicitly overrides the preset", choices=tuple(PRESETS)))
+    init: str = field(default=PRESET, metadata=hp(
+        "network initialisation: flax (lecun-normal kernels, zero biases) or uniform (equinox's Linear: "
+        "kernels and biases ~ U(+-1/sqrt(fan_in)), priors and independent targets too)",
+        choices=(PRESET, "flax", "uniform")))
+    warmup: str = field(default=PRESET, metadata=hp(
+        "DeepSea warm-up: inside (ceil(learning_starts/num_envs) acting steps inside the budget, logged, may "
+        "discover) or outside (floor(learning_starts/num_envs) steps before the budget, unlogged; then "
+        "num_episodes*n//num_envs learning steps)", choices=(PRESET, "inside", "outside")))
+    warmup_resample: str = field(default=PRESET, metadata=hp(
+        "members during the warm-up: resample (a new member at every episode end) or fixed (each env keeps "
+        "its first member into the learning phase)", traced=True, choices=(PRESET, "resample", "fixed")))
+    initial_target: str = field(default=PRESET, metadata=hp(
+        "initial target networks: copy (of the online networks) or independent (own networks and priors, "
+        "first overwritten after target_period gradient steps)", traced=True,
+        choices=(PRESET, "copy", "independent")))
+    decay_scope: str = field(default=PRESET, metadata=hp(
+        "AdamW weight decay on: online (parameters) or all (also the prior and target networks, which get "
+        "zero gradients and so shrink by (1 - lr*K*wd) per gradient step, in float32)",
+        choices=(PRESET, "online", "all")))
+    action_map: str = field(default=PRESET, metadata=hp(
+        "DeepSea action map: per_run (one drawn per run) or keyN (one shared map, bernoulli(key(N), 0.5, "
+        "(n, n)); key42 is the research code's, key0 gymnax 1.0.1's default)",
+        note="per_run or key<N>, N an integer >= 0"))
+    loss_reduction: str = field(default=PRESET, metadata=hp(
+        "TD loss over members: sum (of each member's mean) or mean (over members and samples, the research "
+        "code's; 1/K of sum)", traced=True, choices=(PRESET, "sum", "mean")))
     base_seed: int = field(default=0, metadata=hp("mixed into the config hash, from which every seed's key derives: another value redraws all runs", traced="key", low=0))
 
+    def __post_init__(self):
+        """Options left at "preset" take the value of `fidelity`'s preset: the fields hold effective values."""
+        preset = PRESETS.get(self.fidelity, PRESETS["default"])
+        for name in FIDELITY_OPTIONS:
+            if getattr(self, name) == PRESET:
+                value = preset[name]
+                if name == "action_map" and self.fixed_action_map:
+                    value = "key0"
+                object.__setattr__(self, name, value)
+
     # ----------------------------------------------------------------- derived
+    @property
+    def warmup_outside(self) -> bool:
+        return self.is_deepsea and self.warmup == "outside"
+
     @property
     def is_deepsea(self) -> bool:
         return self.env_name == DEEPSEA
@@ -96,13 +152,18 @@ class TrainConfig:
     @property
     def num_vector_steps(self) -> int:
         """Steps of the vector environment (all `num_envs` at once) in one run."""
+        if self.warmup_outside:  # the warm-up, then num_episodes * n // num_envs learning steps
+            return self.warmup_steps + self.num_episodes * self.hardness // self.num_envs
         if self.is_deepsea:
             return -(-self.num_episodes // self.num_envs) * self.hardness
         return -(-self.num_env_steps // self.num_envs)
 
     @property
     def warmup_steps(self) -> int:
-        """Vector steps that only act, until the buffer holds `learning_starts` transitions."""
+        """Vector steps that only act, until the buffer holds `learning_starts` transitions
+        (warm-up outside the budget: floor, as the research code's rb_size // num_envs)."""
+        if self.warmup_outside:
+            return self.learning_starts // self.num_envs
         return math.ceil(self.learning_starts / self.num_envs)
 
     # -------------------------------------------------------------- validation
@@ -118,6 +179,8 @@ class TrainConfig:
         def bad(name: str, allowed: str) -> ConfigError:
             return ConfigError(f"{_option(name)}={_fmt(getattr(self, name))} is invalid: {allowed}")
 
+        if not (self.action_map == "per_run" or (self.action_map.startswith("key") and self.action_map[3:].isdigit())):
+            raise bad("action_map", "give per_run or key<N> (N an integer >= 0), e.g. key42")
         if self.is_deepsea:
             if not 0 < self.discovery_threshold <= DEEPSEA_MAX_RETURN:
                 raise bad("discovery_threshold", f"DeepSea's returns are at most {DEEPSEA_MAX_RETURN}: give a "
@@ -165,8 +228,21 @@ def config_hash(config: TrainConfig) -> str:
     Seeds are not part of it: the key of seed s is derived from this hash and s
     alone (`seed_keys`), so a seed's result does not depend on its shard.
     """
-    payload = json.dumps(config.to_dict(), sort_keys=True, separators=(",", ":"))
+    payload = json.dumps(hashed_dict(config), sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def hashed_dict(config: TrainConfig) -> dict:
+    """`to_dict` as the hash sees it: the effective fidelity options, each only where it differs
+    from this engine's default (so configs from before the options keep their hash and seeds);
+    `fidelity` itself is no value, only a preset of them."""
+    d = config.to_dict()
+    del d["fidelity"]
+    for name in FIDELITY_OPTIONS:
+        default = "key0" if name == "action_map" and config.fixed_action_map else PRESETS["default"][name]
+        if d[name] == default:
+            del d[name]
+    return d
 
 
 FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}

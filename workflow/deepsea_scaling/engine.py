@@ -99,11 +99,11 @@ class Trainer:
         rng, rng_map, rng_net, rng_prior, rng_reset, rng_member = jax.random.split(key, 6)
         env_params = env.params_for_run(rng_map)
         obs, env_state = jax.vmap(env.reset, in_axes=(0, None))(jax.random.split(rng_reset, num_envs), env_params)
-        params, prior = self.agent.init_networks(rng_net, rng_prior, obs[0])
+        params, prior, target = self.agent.init_networks(rng_net, rng_prior, obs[0], hyper)
         example = Transition(obs[0], jnp.int32(0), jnp.float32(0), obs[0], jnp.float32(0))
         return RunState(
             params=params,
-            target=self.agent.target_of(params, prior, hyper),
+            target=target,
             opt_state=self.agent.optimizer(hyper).init(params),
             prior=prior,
             env_params=env_params,
@@ -136,13 +136,24 @@ class Trainer:
     def act_step(self, state: RunState, t: jax.Array, hyper: Hyper) -> RunState:
         """A warm-up vector step: act, store, account (no learning)."""
         rng, rng_env, bits = self.draw(state.rng, learning=False)
-        return self.act(state.replace(rng=rng), t, hyper, rng_env, bits)
+        return self.act(state.replace(rng=rng), t, hyper, rng_env, bits, learning=False)
 
-    def act(self, state: RunState, t: jax.Array, hyper: Hyper, rng_env: jax.Array, bits: jax.Array) -> RunState:
-        """Act in all envs, store the transitions, account for the episodes that ended."""
+    def act(self, state: RunState, t: jax.Array, hyper: Hyper, rng_env: jax.Array, bits: jax.Array,
+            learning: bool = True) -> RunState:
+        """Act in all envs, store the transitions, account for the episodes that ended.
+
+        A warm-up outside the budget (`warmup=outside`, learning False) records no
+        episode and accumulates no return; `warmup_resample=fixed` keeps each env's
+        member through the warm-up.
+        """
         env, num_envs = self.env, self.config.num_envs
+        outside = self.config.warmup_outside
         q_acting = self.agent.q_acting(state.params, state.prior, state.obs, state.active, hyper)  # (E, A)
-        eps = agent.epsilon(t.astype(jnp.float32) / self.num_steps, hyper)
+        if outside:  # progress over the learning steps: epsilon = eps_start in the warm-up
+            progress = (t - self.learn_start).astype(jnp.float32) / max(self.num_steps - self.learn_start, 1)
+        else:
+            progress = t.astype(jnp.float32) / self.num_steps
+        eps = agent.epsilon(progress, hyper)
         action = self.agent.act(q_acting, eps, bits)
         next_obs, env_state, reward, terminated, done, final_obs = jax.vmap(env.step, in_axes=(0, 0, 0, None))(
             env.step_keys(rng_env, num_envs), state.env_state, action, state.env_params
@@ -152,17 +163,22 @@ class Trainer:
         )
 
         # EPISODE BOOKKEEPING
-        episode_return = state.episode_return + reward
-        in_last_tenth = t >= (self.num_steps * 9) // 10
-        tracker = record_episodes(
-            state.tracker, done, episode_return, state.active, hyper.discovery_threshold, in_last_tenth
-        )
+        if learning or not outside:
+            episode_return = state.episode_return + reward
+            in_last_tenth = t >= (self.num_steps * 9) // 10
+            tracker = record_episodes(
+                state.tracker, done, episode_return, state.active, hyper.discovery_threshold, in_last_tenth
+            )
+            episode_return = jnp.where(done, 0.0, episode_return)
+        else:  # unlogged: the first learning-phase episode counts only its learning-phase rewards
+            tracker, episode_return = state.tracker, state.episode_return
         tracker = tracker.replace(diverged=tracker.diverged | ~jnp.all(jnp.isfinite(q_acting)))
+        resample = done if learning else done & (hyper.warmup_resample == 0)
         return state.replace(
             env_state=env_state,
             obs=next_obs,
-            active=jnp.where(done, self.agent.new_members(bits, num_envs), state.active),
-            episode_return=jnp.where(done, 0.0, episode_return),
+            active=jnp.where(resample, self.agent.new_members(bits, num_envs), state.active),
+            episode_return=episode_return,
             buffer=buffer,
             tracker=tracker,
         )
@@ -180,7 +196,15 @@ class Trainer:
         params = optax.apply_updates(state.params, updates)
         grad_step = t - self.learn_start + 1
         update_target = grad_step % hyper.target_period == 0
-        if ag.target_table:  # a branch: the table is recomputed only when the target changes
+        prior = state.prior
+        if ag.full_params:  # decay_scope=all: AdamW's decay of the zero-gradient prior and targets, in float32
+            def decay(p):
+                return p + (-hyper.learning_rate) * (hyper.weight_decay * p)
+
+            prior = jax.tree.map(decay, prior)
+            target = jax.tree.map(decay, state.target)
+            target = jax.tree.map(lambda p, tp: jnp.where(update_target, p, tp), ag.target_of(params, prior, hyper), target)
+        elif ag.target_table:  # a branch: the table is recomputed only when the target changes
             target = jax.lax.cond(update_target, lambda: ag.target_of(params, state.prior, hyper), lambda: state.target)
         else:  # a select XLA fuses into the optimiser's pass over the parameters
             target = jax.tree.map(lambda p, tp: jnp.where(update_target, p, tp), params, state.target)
@@ -188,6 +212,7 @@ class Trainer:
         return state.replace(
             params=params,
             target=target,
+            prior=prior,
             opt_state=opt_state,
             tracker=state.tracker.replace(diverged=state.tracker.diverged | ~finite),
         )

@@ -45,8 +45,9 @@ class PerRunMapDeepSea(DeepSea):
         """A fresh map, as bsuite's `mapping_seed`: each cell's "right" action is a fair coin."""
         return jax.random.bernoulli(key, 0.5, (self.size, self.size)).astype(jnp.int32)
 
-    def params_for_run(self, key: jax.Array, fixed_map: bool) -> PerRunMapParams:
-        mapping = self.action_mapping if fixed_map else self.draw_action_mapping(key)
+    def params_for_run(self, key: jax.Array, action_map: str = "per_run") -> PerRunMapParams:
+        """The run's parameters: its own map (per_run) or the map every run shares (keyN)."""
+        mapping = self.draw_action_mapping(key) if action_map == "per_run" else shared_action_map(self.size, action_map)
         return PerRunMapParams(max_steps_in_episode=self.size, action_mapping=mapping)
 
     def _mapping(self, params: PerRunMapParams) -> jax.Array:
@@ -64,6 +65,15 @@ class PerRunMapDeepSea(DeepSea):
         return obs, state.replace(action_mapping=placeholder), reward, done, info
 
 
+def shared_action_map(size: int, action_map: str) -> jax.Array:
+    """The map `keyN` shared by every run: bernoulli(key(N), 0.5, (n, n)) as int32.
+
+    key42 is the research code's (its gymnax fork draws it in the constructor, the
+    same for every instance of a size), key0 gymnax 1.0.1's constructor default.
+    """
+    return jax.random.bernoulli(jax.random.key(int(action_map[3:])), 0.5, (size, size)).astype(jnp.int32)
+
+
 @dataclass(frozen=True)
 class EnvAdapter:
     """What the engine needs from an environment, with observations already encoded.
@@ -76,7 +86,7 @@ class EnvAdapter:
     num_actions: int
     obs_is_index: bool
     obs_size: int
-    fixed_map: bool = False
+    action_map: str = "per_run"  # DeepSea: per_run or keyN (shared_action_map)
 
     def params_for_run(self, key: jax.Array) -> jax.Array:
         """The per-run part of the environment: DeepSea's action map, (n, n) int32; else an empty array.
@@ -86,7 +96,7 @@ class EnvAdapter:
         noise draws of a deterministic DeepSea are then never computed).
         """
         if self.obs_is_index:
-            return self.env.params_for_run(key, self.fixed_map).action_mapping
+            return self.env.params_for_run(key, self.action_map).action_mapping
         return jnp.zeros((0,), jnp.int32)
 
     def _params(self, run_data: jax.Array):
@@ -136,7 +146,7 @@ def make_env(config: TrainConfig) -> EnvAdapter:
     """Build the adapter for `config.env_name`; ConfigError (no JAX compile) if it cannot train."""
     if config.is_deepsea:
         env = PerRunMapDeepSea(size=config.hardness)
-        return EnvAdapter(env, 2, True, config.hardness**2, config.fixed_action_map)
+        return EnvAdapter(env, 2, True, config.hardness**2, config.action_map)
     if config.env_name not in gymnax.registered_envs:
         raise ConfigError(
             f"--env-name={config.env_name} is invalid: not a gymnax environment; "

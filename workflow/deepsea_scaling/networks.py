@@ -53,6 +53,24 @@ def init_ensemble(network: QNetwork, key: jax.Array, members: int, obs_example: 
     return jax.vmap(lambda k: network.init(k, obs_example))(keys)
 
 
+def init_ensemble_uniform(network: QNetwork, key: jax.Array, members: int, obs_example: jax.Array):
+    """As `init_ensemble`, but initialised as equinox's `Linear` (the research code's networks):
+    every kernel and every bias ~ U(-1/sqrt(fan_in), +1/sqrt(fan_in)), fan_in = the kernel's rows
+    (n * n for DeepSea's first layer on its one-hot input)."""
+    template = jax.eval_shape(lambda: init_ensemble(network, key, members, obs_example))
+    layers = template["params"]
+    out = {}
+    for i, name in enumerate(sorted(layers)):
+        kernel, bias = layers[name]["kernel"], layers[name]["bias"]
+        lim = 1.0 / float(kernel.shape[1]) ** 0.5
+        k_kernel, k_bias = jax.random.split(jax.random.fold_in(key, i))
+        out[name] = {
+            "kernel": jax.random.uniform(k_kernel, kernel.shape, jnp.float32, -lim, lim),
+            "bias": jax.random.uniform(k_bias, bias.shape, jnp.float32, -lim, lim),
+        }
+    return {"params": out}
+
+
 def ensemble_apply(network: QNetwork, params, obs: jax.Array) -> jax.Array:
     """Q-values of every member on its own observations.
 

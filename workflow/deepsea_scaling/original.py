@@ -21,9 +21,10 @@ conventions, read from that code, and how they map:
   (likewise time_to_strong, the last member's first such episode).
 - Without a discovery `time_to_weak` is the number of learning-phase episodes,
   which is total_episodes (checked).
-- The config maps to a `TrainConfig` with the original's behaviour switched on:
-  one action map shared by every run (`fixed_action_map`), the buffer filled
-  with rb_size // num_envs vector steps before learning (`learning_starts`),
+- The config maps to a `TrainConfig` with `fidelity="reference"`: every
+  behaviour of the research code (docs/RESEARCH_CODE.md), among them the
+  shared key(42) action map and the warm-up of rb_size // num_envs vector
+  steps outside the budget (`learning_starts` = rb_size, `warmup="outside"`);
   lr -> learning_rate. Fields the original does not record (final return,
   divergence) are NaN / False.
 - `collapse_metric` (Q-diversity interpolated to 100 points over learning)
@@ -100,16 +101,13 @@ def train_config(cfg: dict, where: str = "config.yaml") -> TrainConfig:
     """The TrainConfig of an original Config (a dict of its fields) with its behaviour switched on."""
     values = {_RENAMED.get(k, k): v for k, v in cfg.items() if k != "randomize_actions"}
     values["ensemble_size"] = 1 if values["kind"] == "eps" else values["ensemble_size"]
-    values["fixed_action_map"] = True
-    values["learning_starts"] = (int(values["rb_size"]) // int(values["num_envs"])) * int(values["num_envs"])
+    values["fidelity"] = "reference"  # the research code's behaviours, its warm-up outside the budget
+    values["learning_starts"] = int(values["rb_size"])
     values = {k: (float(v) if k in ("learning_rate", "prior_scale") else v) for k, v in values.items()}
     try:
-        # Each value within its field's bounds. Not TrainConfig.validate(): its
-        # rule that the budget must outlast the warm-up is this engine's (whose
-        # budget includes the warm-up); the original's warm-up comes before it.
         for name, value in values.items():
             check_field(name, value, f"--{name.replace('_', '-')}")
-        return TrainConfig(**values)
+        return TrainConfig(**values).validate()
     except (ConfigError, TypeError) as err:
         raise OriginalTreeError(f"{where}: {err}") from None
 
@@ -122,6 +120,7 @@ def learning_episodes(config: TrainConfig) -> int:
     """
     warm = config.rb_size // config.num_envs
     steps = config.num_episodes * config.hardness // config.num_envs
+    assert (config.warmup_steps, config.num_vector_steps) == (warm, warm + steps)  # reference mode's accounting
     return ((warm + steps) // config.hardness - warm // config.hardness) * config.num_envs
 
 

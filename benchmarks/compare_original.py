@@ -28,8 +28,9 @@ Both sides cache one row per run in CSV files and skip cells already there
 with enough seeds, so a comparison can be redone from the caches alone. The
 committed `benchmarks/data/original_runs.csv` holds the original side's rows.
 
-    # both sides, default grid (16 cells), 16 seeds each, project with extra options
-    python benchmarks/compare_original.py --seeds 16 -- --fixed-action-map
+    # both sides, default grid (16 cells: K 2, 8; n 4, 6, 10, 14), 24 seeds each,
+    # the project with extra options
+    python benchmarks/compare_original.py -- --fixed-action-map
     # only the original (long: run it in the background)
     python benchmarks/compare_original.py --side original --original-csv runs.csv
     # only the report, from the caches
@@ -304,10 +305,10 @@ def main(argv=None) -> None:
                     help="which side to train (cells already cached are skipped); "
                          "none: only the report, from the caches")
     ap.add_argument("--kinds", type=lambda s: parse_list(s, str), default=["boot", "bootrp"])
-    ap.add_argument("--ensemble-sizes", type=parse_list, default=[2, 4])
-    ap.add_argument("--hardnesses", type=parse_list, default=[4, 8, 12, 16])
+    ap.add_argument("--ensemble-sizes", type=parse_list, default=[2, 8])
+    ap.add_argument("--hardnesses", type=parse_list, default=[4, 6, 10, 14])
     ap.add_argument("--num-episodes", type=int, default=5000)
-    ap.add_argument("--seeds", type=int, default=16, help="runs per cell on each side")
+    ap.add_argument("--seeds", type=int, default=24, help="runs per cell on each side")
     ap.add_argument("--original-dir", default=None,
                     help="the research code's tree (default: $DEEPSEA_ORIGINAL_DIR)")
     ap.add_argument("--original-python", default=None,

@@ -266,3 +266,18 @@ def test_with_decisions_keeps_what_a_design_skipped_out_of_every_fit():
     with pytest.warns(Warning):  # the two skipped cells are left out of the fit, which says so
         fit = fit_psi_table(out.reset_index()).iloc[0]
     assert fit["n_cells"] == 2 and fit["n_runs"] == 8
+
+
+def test_compare_variants_finds_the_variant_that_moves_psi():
+    """Simulated: one variant with the baseline's psi, one with another; only the second is rejected."""
+    from deepsea_scaling.simulate import simulate_cells
+    from deepsea_scaling.stats import compare_variants
+
+    parts = []
+    for i, (variant, psi) in enumerate({"default": 0.80, "same": 0.80, "lower": 0.74}.items()):
+        c = simulate_cells({"boot": psi}, (2, 4, 8, 16), (3, 5, 8, 12, 16, 24), trials=32, seed=10 + i)
+        parts.append(c.assign(variant=variant, study="s"))
+    out = compare_variants(pd.concat(parts, ignore_index=True)).set_index("variant_b")
+    assert set(out.index) == {"same", "lower"} and (out["variant_a"] == "default").all()
+    assert out.loc["same", "p_value"] > 0.01 and out.loc["lower", "p_value"] < 1e-6
+    assert out.loc["lower", "psi_b"] == pytest.approx(0.74, abs=0.02)

@@ -11,7 +11,7 @@ import pytest
 
 from conftest import run_snakemake
 
-STUDIES = ["default", "paper", "sweep", "tiny"]
+STUDIES = ["default", "paper", "sweep", "tiny", "ablation"]
 
 
 def test_lint_is_clean(workflow_dir):
@@ -40,9 +40,9 @@ def test_dry_run_of_every_study(workflow_dir, study):
                  "plot_frontier_and_heatmaps", "plot_residuals", "plot_collapse", "plot_probability_vs_n",
                  "test_law", "plot_law_tests"]:
         assert counts.get(rule, 0) >= 1, (rule, counts)
-    if study == "sweep":
-        assert counts["plot_hyperparameter_sweep"] == 1
-        assert counts["plot_sweep_frontiers"] == 9  # one per swept value
+    if study in ("sweep", "ablation"):
+        assert counts["plot_hyperparameter_sweep"] == 1 and counts["compare_variants"] == 1
+        assert counts["plot_sweep_frontiers"] == (9 if study == "sweep" else 8)  # one per swept value
     if study in ("paper", "sweep"):
         # design: reference: the first round is a checkpoint; its plan decides what trains
         assert counts["plan_round"] == 1 and counts["design_decisions"] == 1, counts
@@ -241,4 +241,4 @@ def test_invalid_config_fails_fast_naming_the_key(workflow_dir, tmp_path, case):
 def test_unknown_study_fails_fast(workflow_dir):
     result = run_snakemake(workflow_dir, "--cores", "1", "--config", "study=nope")
     _assert_fails_fast(result, "study", workflow_dir)
-    assert "choose one of default, paper, sweep, tiny" in result.output
+    assert "choose one of ablation, default, paper, sweep, tiny" in result.output

@@ -483,6 +483,31 @@ def compare_kinds(cells: pd.DataFrame, kinds: Sequence[str] | None = None, by: S
     return pd.DataFrame(rows, columns=keys + _COMPARE_COLUMNS)
 
 
+def compare_variants(cells: pd.DataFrame, baseline: str = "default", include_k1: bool = False) -> pd.DataFrame:
+    """Each sweep variant against `baseline`, per study and kind: is its ψ the baseline's?
+
+    The same likelihood-ratio and quasi-F tests as `compare_kinds`, with the
+    variants of one kind in the place of the kinds of one variant. Returns one
+    row per (study, kind, variant ≠ baseline): study, kind, variant_a (the
+    baseline), variant_b, then psi_a, psi_b, psi_pooled, n_cells_a, n_cells_b,
+    lr_stat, df, p_value, f_stat, f_df_denom, f_p_value, dispersion, status.
+    """
+    columns = ["study", "kind", "variant_a", "variant_b"] + _COMPARE_COLUMNS[2:]
+    if "variant" not in cells.columns:
+        return pd.DataFrame(columns=columns)
+    rows = []
+    for keys, group in _groups(cells, ("study", "kind")):
+        variants = [v for v in dict.fromkeys(group["variant"]) if v != baseline]
+        if baseline not in set(group["variant"]):
+            continue
+        as_kinds = group.assign(kind=group["variant"])
+        for variant in variants:
+            row = _compare_pair(as_kinds, baseline, variant, include_k1, _label("compare_variants", keys))
+            row["variant_a"], row["variant_b"] = row.pop("kind_a"), row.pop("kind_b")
+            rows.append({**keys, **row})
+    return pd.DataFrame(rows, columns=[c for c in columns if c in set(columns)])
+
+
 # ---------------------------------------------------------------- RESIDUALS
 def _match_fits(cells: pd.DataFrame, fits: pd.DataFrame) -> pd.DataFrame:
     """cells with the ψ of their (study, variant, kind) fit as column `psi`."""

@@ -108,3 +108,23 @@ rule test_law:
         "../../envs/deepsea.yaml"
     script:
         "../scripts/law_tests.py"
+
+
+# Sweeps: every variant against the default one (in the ablation study, each
+# research-code behaviour toggled back against all of them together).
+rule compare_variants:
+    input:
+        cells="results/{study}/convergence.csv",
+    output:
+        comparison=report(
+            "results/{study}/variant_comparison.csv",
+            caption="../report/variant_comparison.rst",
+            category="Tables",
+            subcategory="{study}",
+        ),
+    log:
+        "logs/{study}/compare_variants.log",
+    conda:
+        "../../envs/deepsea.yaml"
+    script:
+        "../scripts/compare_variants.py"

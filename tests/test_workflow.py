@@ -242,3 +242,20 @@ def test_unknown_study_fails_fast(workflow_dir):
     result = run_snakemake(workflow_dir, "--cores", "1", "--config", "study=nope")
     _assert_fails_fast(result, "study", workflow_dir)
     assert "choose one of ablation, default, paper, sweep, tiny" in result.output
+
+
+@pytest.mark.parametrize("design", ["reference", "frontier"])
+def test_dry_run_of_each_sequential_design_on_the_paper_grid(workflow_dir, tmp_path, design):
+    """The first round is a checkpoint: planned in seconds whatever the grid."""
+    import yaml
+
+    from conftest import REPO
+
+    spec = yaml.safe_load((REPO / "config.yaml").read_text())["studies"]["paper"]
+    spec.update(design=design, shard_size=8, frontier={"pilot_seeds": 8, "seeds": 8, "boundary_seeds": 8})
+    path = tmp_path / "paper_design.yaml"
+    path.write_text(yaml.safe_dump({"studies": {"paper": spec}}))
+    result = run_snakemake(workflow_dir, "-n", "--configfile", str(path), "--config", "study=paper")
+    assert result.returncode == 0, result.output[-3000:]
+    assert result.job_counts()["plan_round"] == 1, result.output[-3000:]
+    assert result.cpu_seconds < 10, f"planned in {result.cpu_seconds:.1f} s of CPU"

@@ -128,7 +128,8 @@ class Background:
         self._fh = open(self.logfile, "w")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "snakemake", *args], cwd=wf,
-            env={**os.environ, "MPLBACKEND": "Agg", **env},
+            # unbuffered: the test reads Snakemake's progress from this file while it runs
+            env={**os.environ, "MPLBACKEND": "Agg", "PYTHONUNBUFFERED": "1", **env},
             stdout=self._fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             start_new_session=True,
         )
@@ -223,6 +224,7 @@ def _interrupt_after_first_group(checkout: Checkout, interrupt) -> tuple[Backgro
     run = checkout.start()
     wait_until(lambda: finished_groups(run.text()), 120, "a finished training group")
     done = finished_groups(run.text())
+    assert run.proc.poll() is None, "the run ended before it could be interrupted:\n" + run.text()[-3000:]
     interrupt(run)
     run.wait()
     # nothing of the interrupted run is still training (orphans of a killed

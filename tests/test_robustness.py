@@ -120,6 +120,10 @@ def wait_until(predicate, timeout: float, what: str, interval: float = 0.2):
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
+def _default_sigint():
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 class Background:
     """`python -m snakemake ARGS` in its own session (like a terminal's job), output to a file."""
 
@@ -132,6 +136,9 @@ class Background:
             env={**os.environ, "MPLBACKEND": "Agg", "PYTHONUNBUFFERED": "1", **env},
             stdout=self._fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             start_new_session=True,
+            # A shell that starts this suite in the background (`cmd &` without job control) starts it with
+            # SIGINT ignored, and children inherit that: restore the default so Ctrl-C reaches Snakemake.
+            preexec_fn=_default_sigint,
         )
 
     def text(self) -> str:

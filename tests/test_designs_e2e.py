@@ -88,7 +88,9 @@ def test_run_killed_between_rounds_resumes_without_retraining(reference_run, tmp
     log = open(tmp_path / "run.out", "w")
     proc = subprocess.Popen([sys.executable, "-m", "snakemake", *_targets("rref"), "--cores", "2",
                              "--configfile", str(config)], cwd=wf, env={**os.environ, "MPLBACKEND": "Agg", **env},
-                            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+                            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+                            # SIGINT's default even when this suite was started with it ignored (`cmd &`)
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     round1 = wf / "results" / "rref" / "design" / "round_1.json"
     deadline = time.monotonic() + 600
     while not round1.exists() and proc.poll() is None and time.monotonic() < deadline:

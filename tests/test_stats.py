@@ -281,3 +281,30 @@ def test_compare_variants_finds_the_variant_that_moves_psi():
     assert set(out.index) == {"same", "lower"} and (out["variant_a"] == "default").all()
     assert out.loc["same", "p_value"] > 0.01 and out.loc["lower", "p_value"] < 1e-6
     assert out.loc["lower", "psi_b"] == pytest.approx(0.74, abs=0.02)
+
+
+def test_variant_table_puts_each_variants_psi_beside_its_test_against_the_baseline():
+    """Simulated sweep: the table's psi are fit_psi_table's, its tests compare_variants', the baseline first."""
+    from deepsea_scaling.simulate import simulate_cells
+    from deepsea_scaling.stats import compare_variants, fit_psi_table, variant_table, variant_table_markdown
+
+    parts = []
+    for i, (variant, psi) in enumerate({"default": 0.80, "same": 0.80, "lower": 0.72}.items()):
+        for kind in ("boot", "bootrp"):
+            c = simulate_cells({kind: psi}, (1, 2, 4, 8), (3, 5, 8, 12, 16), trials=32, seed=20 + i)
+            parts.append(c.assign(variant=variant, study="s"))
+    cells = pd.concat(parts, ignore_index=True)
+    fits, comparison = fit_psi_table(cells), compare_variants(cells)
+    table = variant_table(cells, fits, comparison)
+    assert len(table) == 6 and table.groupby("kind")["variant"].first().eq("default").all()
+    for kind in ("boot", "bootrp"):
+        rows = table[table["kind"] == kind].set_index("variant")
+        assert list(rows.index) == ["default", "lower", "same"]  # baseline, then the most significant first
+        assert rows.loc["default", "runs"] == 4 * 5 * 32  # all K, K = 1 included
+        assert rows["discoveries"].to_dict() == cells[cells["kind"] == kind].groupby("variant")["successes"].sum().to_dict()
+        fit = fits[fits["kind"] == kind].set_index("variant")
+        assert rows.loc["lower", "psi"] == fit.loc["lower", "psi"]
+        assert rows.loc["lower", "delta_psi"] == pytest.approx(fit.loc["lower", "psi"] - fit.loc["default", "psi"])
+        assert np.isnan(rows.loc["default", "p_value"]) and rows.loc["lower", "p_value"] < 1e-6 < rows.loc["same", "p_value"]
+    md = variant_table_markdown(table)
+    assert md.count("\n") == 2 + 6 and "| boot | lower |" in md

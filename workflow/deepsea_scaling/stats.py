@@ -508,6 +508,54 @@ def compare_variants(cells: pd.DataFrame, baseline: str = "default", include_k1:
     return pd.DataFrame(rows, columns=[c for c in columns if c in set(columns)])
 
 
+
+def variant_table(cells: pd.DataFrame, fits: pd.DataFrame, comparison: pd.DataFrame,
+                  baseline: str = "default") -> pd.DataFrame:
+    """One row per (study, kind, variant): its runs, ψ with intervals, and its test against `baseline`.
+
+    cells: a convergence table with a `variant` column; fits: `fit_psi_table`
+    of it; comparison: `compare_variants` of it. Columns: study, kind,
+    variant, runs and discoveries (all K, K = 1 included), psi,
+    psi_quasi_low/high, dispersion, delta_psi (ψ − the baseline's), lr_stat,
+    p_value and f_p_value of the test against the baseline (NaN on its own
+    row). The baseline comes first per kind, then the variants by p_value (smallest first).
+    """
+    columns = ["study", "kind", "variant", "runs", "discoveries", "psi", "psi_quasi_low", "psi_quasi_high",
+               "dispersion", "delta_psi", "lr_stat", "p_value", "f_p_value"]
+    if "variant" not in cells.columns or cells.empty:
+        return pd.DataFrame(columns=columns)
+    keys = [k for k in FIT_KEYS if k in cells.columns]
+    counts = (cells.groupby(keys, sort=False)[["trials", "successes"]].sum()
+              .rename(columns={"trials": "runs", "successes": "discoveries"}).reset_index())
+    out = counts.merge(fits[keys + ["psi", "psi_quasi_low", "psi_quasi_high", "dispersion"]], on=keys, how="left")
+    side = [k for k in keys if k != "variant"]
+    if not comparison.empty:
+        tests = comparison.rename(columns={"variant_b": "variant"})[side + ["variant", "lr_stat", "p_value", "f_p_value"]]
+        out = out.merge(tests, on=side + ["variant"], how="left")
+    else:
+        out = out.assign(lr_stat=np.nan, p_value=np.nan, f_p_value=np.nan)
+    base = out[out["variant"] == baseline].set_index(side)["psi"]
+    out["delta_psi"] = out["psi"] - out.set_index(side).index.map(base).to_numpy(dtype=float)
+    out["_order"] = np.where(out["variant"] == baseline, -1.0, out["p_value"].fillna(2.0))
+    out = out.sort_values(side + ["_order", "variant"], kind="stable").drop(columns="_order")
+    return out[[c for c in columns if c in out.columns]].reset_index(drop=True)
+
+
+def variant_table_markdown(table: pd.DataFrame, baseline: str = "default") -> str:
+    """`variant_table` as a Markdown table (one line per row; p-values in scientific notation)."""
+    def num(x, fmt):
+        return "" if pd.isna(x) else format(x, fmt)
+
+    lines = ["| kind | variant | discovered / runs | psi | 95% quasi | psi - " + baseline
+             + "'s | LR chi^2 | p | quasi-F p |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for r in table.itertuples(index=False):
+        lines.append(
+            f"| {r.kind} | {r.variant} | {int(r.discoveries):,} / {int(r.runs):,} | {num(r.psi, '.3f')} "
+            f"| {num(r.psi_quasi_low, '.3f')} - {num(r.psi_quasi_high, '.3f')} | {num(r.delta_psi, '+.3f')} "
+            f"| {num(r.lr_stat, '.1f')} | {num(r.p_value, '.2g')} | {num(r.f_p_value, '.2g')} |")
+    return "\n".join(lines) + "\n"
+
+
 # ---------------------------------------------------------------- RESIDUALS
 def _match_fits(cells: pd.DataFrame, fits: pd.DataFrame) -> pd.DataFrame:
     """cells with the ψ of their (study, variant, kind) fit as column `psi`."""

@@ -115,6 +115,7 @@ rule test_law:
 rule compare_variants:
     input:
         cells="results/{study}/convergence.csv",
+        fits="results/{study}/psi_fit.csv",
     output:
         comparison=report(
             "results/{study}/variant_comparison.csv",
@@ -122,6 +123,8 @@ rule compare_variants:
             category="Tables",
             subcategory="{study}",
         ),
+        table="results/{study}/variant_table.csv",
+        markdown="results/{study}/variant_table.md",
     log:
         "logs/{study}/compare_variants.log",
     conda:

@@ -110,7 +110,14 @@ def study_outputs(study):
     outputs = [f"results/{study.name}/{table}" for table in TABLES]
     outputs += decisions_of_study(Namespace(study=study.name))
     if study.is_sweep:
-        outputs.append(f"results/{study.name}/variant_comparison.csv")
+        outputs += [
+            f"results/{study.name}/{table}"
+            for table in (
+                "variant_comparison.csv",
+                "variant_table.csv",
+                "variant_table.md",
+            )
+        ]
     figures = FIGURES + (SWEEP_FIGURES if study.is_sweep else [])
     outputs += [f"plots/{study.name}/{figure}.png" for figure in figures]
     outputs += [

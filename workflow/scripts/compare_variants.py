@@ -1,4 +1,9 @@
-"""compare_variants: convergence.csv -> likelihood-ratio tests of each sweep variant's psi against the default's."""
+"""compare_variants: convergence.csv, psi_fit.csv -> each sweep variant's psi tested against the default's.
+
+Writes the tests (variant_comparison.csv) and one table of psi per kind and
+variant with intervals beside its test (variant_table.csv and, for a README,
+variant_table.md).
+"""
 
 from common import log_to_rule_log
 
@@ -7,9 +12,15 @@ log = log_to_rule_log(snakemake)
 import pandas as pd
 
 from deepsea_scaling import stats
-from deepsea_scaling.io import write_table
+from deepsea_scaling.io import atomic_path, write_table
 
 cells = pd.read_csv(snakemake.input.cells)
+fits = pd.read_csv(snakemake.input.fits)
 comparison = stats.compare_variants(cells)
 log.info("%d comparisons", len(comparison))
 write_table(comparison, snakemake.output.comparison)
+table = stats.variant_table(cells, fits, comparison)
+write_table(table, snakemake.output.table)
+with atomic_path(snakemake.output.markdown) as tmp:
+    tmp.write_text(stats.variant_table_markdown(table))
+log.info("variant table:\n%s", stats.variant_table_markdown(table))

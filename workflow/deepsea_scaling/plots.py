@@ -414,7 +414,7 @@ def _variant_order(variants) -> list[str]:
 
 
 def plot_hyperparameter_sweep(fits: pd.DataFrame, ax=None, *, interval: str = "quasi", caption: str | None = None):
-    """ψ with its interval per hyperparameter variant (rows) and kind (colours).
+    """ψ with its interval per hyperparameter variant (rows) and kind (colours); dashed: the default variant's ψ.
 
     fits: `fit_psi_table` rows with columns variant, kind, psi and
     psi_{interval}_low/high. Variants without an estimate are marked
@@ -434,6 +434,9 @@ def plot_hyperparameter_sweep(fits: pd.DataFrame, ax=None, *, interval: str = "q
         y_of = {v: i for i, v in enumerate(variants)}
         for kind, off in zip(kinds, offsets):
             f = fits[fits["kind"] == kind]
+            base = f[f["variant"] == "default"]
+            if len(base) and _has_psi(base.iloc[0]):  # the baseline's psi: how far each variant moves it
+                ax.axvline(base.iloc[0]["psi"], color=kind_color(kind), lw=0.6, ls="--", alpha=0.6)
             for _, row in f.iterrows():
                 y = y_of[row["variant"]] + off
                 if not _has_psi(row):

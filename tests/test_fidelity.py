@@ -70,6 +70,18 @@ def test_hash_covers_the_effective_values_and_keeps_the_defaults():
     assert config_hash(TrainConfig(fixed_action_map=True)) != config_hash(default)
 
 
+def test_hash_of_a_reference_run_does_not_depend_on_which_preset_is_the_default(monkeypatch):
+    """The hash leaves out options at HASH_BASELINE, not at the default preset: moving the defaults moves no seeds."""
+    from deepsea_scaling import config as config_module
+
+    ref = TrainConfig(fidelity="reference")
+    assert config_hash(ref) == "68871e614eb762c0"  # recorded when the options were introduced
+    monkeypatch.setitem(config_module.PRESETS, "default", dict(PRESETS["reference"]))
+    assert TrainConfig().init == "uniform"  # the default preset is now the research code's
+    assert config_hash(TrainConfig(fidelity="reference")) == "68871e614eb762c0"
+    assert config_hash(TrainConfig()) == "68871e614eb762c0"  # same effective values, same runs
+
+
 def test_traced_options_share_a_program_and_static_ones_do_not():
     ref = TrainConfig(fidelity="reference")
     for name, value in [("warmup_resample", "resample"), ("initial_target", "copy"), ("loss_reduction", "sum")]:

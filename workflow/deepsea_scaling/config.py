@@ -36,6 +36,12 @@ PRESETS = {
                   "loss_reduction": "mean"},
 }
 FIDELITY_OPTIONS = tuple(PRESETS["default"])
+# What the engine did before these options existed. The config hash leaves out
+# an option at this value, so a run's hash and seeds never depend on which
+# preset is called "default": changing the defaults changes the default study's
+# runs (as it must) and no other study's.
+HASH_BASELINE = {"init": "flax", "warmup": "inside", "warmup_resample": "resample", "initial_target": "copy",
+                 "decay_scope": "online", "action_map": "per_run", "loss_reduction": "sum"}
 
 
 class ConfigError(ValueError):
@@ -234,12 +240,12 @@ def config_hash(config: TrainConfig) -> str:
 
 def hashed_dict(config: TrainConfig) -> dict:
     """`to_dict` as the hash sees it: the effective fidelity options, each only where it differs
-    from this engine's default (so configs from before the options keep their hash and seeds);
+    from `HASH_BASELINE` (so configs from before the options keep their hash and seeds);
     `fidelity` itself is no value, only a preset of them."""
     d = config.to_dict()
     del d["fidelity"]
     for name in FIDELITY_OPTIONS:
-        default = "key0" if name == "action_map" and config.fixed_action_map else PRESETS["default"][name]
+        default = "key0" if name == "action_map" and config.fixed_action_map else HASH_BASELINE[name]
         if d[name] == default:
             del d[name]
     return d

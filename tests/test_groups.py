@@ -26,7 +26,7 @@ def config() -> dict:
     return yaml.safe_load((REPO / "config.yaml").read_text())
 
 
-@pytest.mark.parametrize("name", ["tiny", "default", "paper", "sweep"])
+@pytest.mark.parametrize("name", ["tiny", "default", "paper", "sweep", "ablation"])
 def test_groups_cover_every_cell_and_shard_exactly_once(config, name):
     study = S.load_study(config, name)
     groups = train_groups(study)
@@ -60,8 +60,10 @@ def test_a_sequential_design_trains_cell_by_cell(config):
     assert len(groups) == 2 * 13 * 36 and all(len(g.cells) == 1 for g in groups)
 
 
-def test_batch_spec_rebuilds_every_members_hash(config):
-    for group in train_groups(S.load_study(config, "sweep"))[:40]:
+@pytest.mark.parametrize("name", ["tiny", "default", "sweep", "ablation"])
+def test_batch_spec_rebuilds_every_members_hash(config, name):
+    """Also for options toggled back to this engine's value under fidelity: reference (the ablation's variants)."""
+    for group in train_groups(S.load_study(config, name)):
         entries = json.loads(group.batch_spec())
         assert [e["seeds"] for e in entries] == [[group.start, group.stop]] * len(group.cells)
         for entry, cell in zip(entries, group.cells):

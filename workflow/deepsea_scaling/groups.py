@@ -57,15 +57,19 @@ class TrainGroup:
     def batch_spec(self) -> str:
         """The `--batch` JSON of `python -m deepsea_scaling.train` (rows go to one `--out`).
 
-        Per cell its grid values and the fields that differ from TrainConfig's
-        defaults, so the command stays short and reads as the study.
+        Per cell its grid values and the fields that differ from what its
+        `fidelity` preset gives (the preset itself where it is not the
+        default), so the command stays short, reads as the study and parses
+        back to the cell's config: an option toggled back to this engine's
+        value under `fidelity: reference` is spelled out, not dropped.
         """
-        defaults = TrainConfig().to_dict()
-
         def options(cell: Cell) -> dict:
-            return {k: v for k, v in cell.config.to_dict().items() if k in CELL_FIELDS or v != defaults[k]}
+            baseline = TrainConfig(fidelity=cell.config.fidelity).to_dict()
+            baseline["fidelity"] = TrainConfig().fidelity
+            return {k: v for k, v in cell.config.to_dict().items() if k in CELL_FIELDS or v != baseline[k]}
 
-        entries = [{"config": options(cell), "seeds": [self.start, self.stop]} for cell in self.cells]
+        entries = [{"config": options(cell), "seeds": [self.start, self.stop], "hash": cell.hash}
+                   for cell in self.cells]
         return json.dumps(entries, separators=(",", ":"))
 
     def expected_rows(self) -> list[list]:

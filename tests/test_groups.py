@@ -71,6 +71,15 @@ def test_batch_spec_rebuilds_every_members_hash(config, name):
         assert group.expected_rows() == [[c.hash, group.start, group.stop, c.variant] for c in group.cells]
 
 
+def test_batch_spec_of_a_reference_cell_is_what_it_was(config):
+    """The command text of cells that were always right stays the same (a changed text retrains a job)."""
+    group = next(g for g in train_groups(S.load_study(config, "sweep")) if g.cells[0].variant == "default")
+    entry = json.loads(group.batch_spec())[0]["config"]
+    assert set(entry) == {"kind", "ensemble_size", "hardness", "num_episodes", "fidelity", "init", "warmup",
+                          "warmup_resample", "initial_target", "decay_scope", "action_map", "loss_reduction",
+                          "base_seed"}
+
+
 def test_group_name_is_content_addressed(config):
     """A changed hyperparameter, base seed or seed range is a new name; the same config the same name."""
     names = {g.name for g in train_groups(S.load_study(config, "tiny"))}

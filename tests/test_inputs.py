@@ -100,17 +100,6 @@ def test_batch_refuses_the_same_run_twice_and_mixed_outs(tmp_path):
     assert_refused(res, seconds, tmp_path / "out", "--batch=@", "cannot read")
 
 
-
-def test_batch_refuses_an_entry_that_does_not_resolve_to_its_hash(tmp_path):
-    """The workflow passes each cell's hash: a command that dropped an option (so the reference preset
-    filled it back in) is refused before compiling, not found out at the merge."""
-    meant = TrainConfig(**SMALL, kind="boot", fidelity="reference", init="flax")
-    dropped = {**SMALL, "kind": "boot", "fidelity": "reference"}  # init=flax lost: resolves to init=uniform
-    entries = [{"config": dropped, "seeds": [0, 2], "hash": C.config_hash(meant)}]
-    res, seconds = cli("--batch", json.dumps(entries), "--out", str(tmp_path / "out" / "g.parquet"))
-    assert_refused(res, seconds, tmp_path / "out", "--batch entry 0: hash=" + C.config_hash(meant),
-                   C.config_hash(TrainConfig(**dropped)))
-
 # ------------------------------------------------------- one field, one place
 def test_coerce_field_shares_the_bounds_of_the_declaration():
     assert C.coerce_field("learning_rate", 1, "x") == 1.0 and isinstance(C.coerce_field("learning_rate", 1, "x"), float)

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Iterable
 
 from . import cost
-from .config import TrainConfig, program_signature
+from .config import TrainConfig, config_hash, program_signature
 from .study import CELL_FIELDS, Cell, Study
 
 GROUP_PATTERN = "results/{study}/runs/{group}.parquet"
@@ -57,19 +57,28 @@ class TrainGroup:
     def batch_spec(self) -> str:
         """The `--batch` JSON of `python -m deepsea_scaling.train` (rows go to one `--out`).
 
-        Per cell its grid values and the fields that differ from what its
-        `fidelity` preset gives (the preset itself where it is not the
-        default), so the command stays short, reads as the study and parses
-        back to the cell's config: an option toggled back to this engine's
-        value under `fidelity: reference` is spelled out, not dropped.
+        Per cell its grid values and the fields that differ from TrainConfig's
+        defaults, so the command stays short and reads as the study; also
+        those that differ from the cell's `fidelity` preset (an option toggled
+        back to this engine's value under `fidelity: reference`, which the
+        preset would otherwise fill in again). Every entry is checked to parse
+        back to its cell's hash: a command that would train another cell is a
+        bug, raised here, before anything trains. (The text of a command that
+        was right stays the same: a changed text would retrain it, since
+        Snakemake re-runs a job whose params change.)
         """
-        def options(cell: Cell) -> dict:
-            baseline = TrainConfig(fidelity=cell.config.fidelity).to_dict()
-            baseline["fidelity"] = TrainConfig().fidelity
-            return {k: v for k, v in cell.config.to_dict().items() if k in CELL_FIELDS or v != baseline[k]}
+        defaults = TrainConfig().to_dict()
 
-        entries = [{"config": options(cell), "seeds": [self.start, self.stop], "hash": cell.hash}
-                   for cell in self.cells]
+        def options(cell: Cell) -> dict:
+            preset = TrainConfig(fidelity=cell.config.fidelity).to_dict()
+            return {k: v for k, v in cell.config.to_dict().items()
+                    if k in CELL_FIELDS or v != defaults[k] or v != preset[k]}
+
+        entries = [{"config": options(cell), "seeds": [self.start, self.stop]} for cell in self.cells]
+        for entry, cell in zip(entries, self.cells):
+            if config_hash(TrainConfig.from_dict(entry["config"])) != cell.hash:
+                raise RuntimeError(f"group {self.name}: the training command of cell {cell.hash} "
+                                   f"({cell.variant}) would train another cell: {entry['config']}")
         return json.dumps(entries, separators=(",", ":"))
 
     def expected_rows(self) -> list[list]:

@@ -191,11 +191,7 @@ def read_spec(text: str) -> str:
 
 
 def parse_batch(text: str, group_out: str | None = None) -> tuple[list[Entry], list[str]]:
-    """--batch: a JSON list of {"config": {field: value}, "seeds": [start, stop][, "out": path][, "hash": h]}.
-
-    "hash", if given, must be the config hash the entry resolves to (the
-    workflow passes each cell's, so a command that does not describe its cell
-    fails before training instead of at the merge).
+    """--batch: a JSON list of {"config": {field: value}, "seeds": [start, stop][, "out": path]}.
 
     Every entry has an "out" (one table each; no --out) or none has (one group
     table at `group_out`). Returns (entries, notes on replaced thresholds).
@@ -221,17 +217,13 @@ def parse_batch(text: str, group_out: str | None = None) -> tuple[list[Entry], l
         try:
             overrides = item["config"]
             start, stop = item["seeds"]
-            if not isinstance(overrides, dict) or set(item) - {"config", "seeds", "out", "hash"}:
+            if not isinstance(overrides, dict) or set(item) - {"config", "seeds", "out"}:
                 raise TypeError
         except (KeyError, TypeError, ValueError):
             raise ConfigError(f"--batch entry {i} is invalid: give {shape}") from None
         if not all(isinstance(x, int) and not isinstance(x, bool) for x in (start, stop)):
             raise ConfigError(f"{where}seeds={[start, stop]!r} is invalid: give [start, stop] integers, 0 <= start < stop")
         config, note = resolve_config(TrainConfig.from_dict(overrides, where), where)
-        if "hash" in item and item["hash"] != config_hash(config):  # the workflow says which cell it means
-            raise ConfigError(f"{where}hash={item['hash']} is invalid: its config resolves to the cell "
-                              f"{config_hash(config)}; the command does not describe the cell it was made for "
-                              "(a bug in whatever wrote it), so nothing is trained")
         out = None
         if "out" in item:
             if item["out"] in outs:

@@ -306,5 +306,44 @@ def test_variant_table_puts_each_variants_psi_beside_its_test_against_the_baseli
         assert rows.loc["lower", "psi"] == fit.loc["lower", "psi"]
         assert rows.loc["lower", "delta_psi"] == pytest.approx(fit.loc["lower", "psi"] - fit.loc["default", "psi"])
         assert np.isnan(rows.loc["default", "p_value"]) and rows.loc["lower", "p_value"] < 1e-6 < rows.loc["same", "p_value"]
+        assert rows.loc["lower", "cmh_p_value"] < 1e-3 and rows.loc["same", "cmh_p_value"] > 0.01
     md = variant_table_markdown(table)
     assert md.count("\n") == 2 + 6 and "| boot | lower |" in md
+
+
+def test_fit_and_comparison_converge_where_irls_from_single_cell_starts_ran_away():
+    """The ablation's bootrp action_map=per_run cells: K = 8 nearly all discover, K = 2 rarely; IRLS
+    started at the median single-cell psi (0.63) ran off to theta = 1e98 and reported no estimate."""
+    from scipy import optimize
+
+    from deepsea_scaling.stats import compare_variants, fit_psi, predicted_probability
+
+    cells = pd.DataFrame(dict(ensemble_size=[2] * 4 + [8] * 4, hardness=[4, 6, 10, 14] * 2,
+                              successes=[8, 4, 0, 0, 32, 32, 32, 28], trials=[32] * 8))
+    s, t, K, n = (cells[c].to_numpy() for c in ("successes", "trials", "ensemble_size", "hardness"))
+
+    def nll(psi):  # the law's binomial likelihood, maximised independently of the package
+        p = predicted_probability(psi, K, n)
+        return -np.sum(s * np.log(p) + (t - s) * np.log1p(-p))
+
+    direct = optimize.minimize_scalar(nll, bounds=(0.5, 0.99), method="bounded", options={"xatol": 1e-9}).x
+    fit = fit_psi(cells).iloc[0]
+    assert fit["status"] == "ok" and fit["psi"] == pytest.approx(direct, abs=1e-5)
+    both = pd.concat([cells.assign(variant="default"), cells.assign(variant="same")]).assign(study="s", kind="bootrp")
+    row = compare_variants(both).iloc[0]
+    assert row["status"] == "ok" and row["psi_b"] == pytest.approx(direct, abs=1e-5)
+    assert row["lr_stat"] == pytest.approx(0.0, abs=1e-6) and row["p_value"] == pytest.approx(1.0, abs=1e-4)
+
+
+def test_cmh_p_value_equals_statsmodels_on_the_informative_cells():
+    """Strata where both variants all discover (or none do) are dropped; the rest is one StratifiedTable."""
+    from statsmodels.stats.contingency_tables import StratifiedTable
+
+    from deepsea_scaling.stats import cmh_p_value
+
+    a = pd.DataFrame(dict(ensemble_size=[2, 2, 8, 8], hardness=[4, 10, 4, 10], successes=[10, 2, 32, 20], trials=[32] * 4))
+    b = a.assign(successes=[20, 6, 32, 28])
+    tables = [np.array([[10, 22], [20, 12]]), np.array([[2, 30], [6, 26]]), np.array([[20, 12], [28, 4]])]
+    expected = StratifiedTable(tables).test_null_odds(correction=True).pvalue
+    assert cmh_p_value(a, b) == pytest.approx(expected) and cmh_p_value(a, b) < 0.01
+    assert np.isnan(cmh_p_value(a.iloc[[2]], b.iloc[[2]]))  # 32/32 against 32/32: no information

@@ -164,6 +164,22 @@ def _single_cell_psi(s, t, K, n) -> np.ndarray:
     return np.where((s > 0) & (s < t), psi, np.nan)
 
 
+def _ml_log_psi(s, t, K, n) -> float:
+    """log ψ maximising the binomial likelihood of the law, by bounded 1-D search (the GLM's start).
+
+    IRLS from a poor start can run away (θ → +1e98 on a grid whose K = 8
+    cells all discover and K = 2 cells rarely do); started here, at the
+    optimum, it only adds the standard error and deviance.
+    """
+    def nll(theta):
+        p = np.clip(predicted_probability(np.exp(theta), K, n), 1e-300, 1 - 1e-16)
+        return -float(np.sum(s * np.log(p) + (t - s) * np.log1p(-p)))
+
+    res = optimize.minimize_scalar(nll, bounds=(np.log(1e-6), -1e-9), method="bounded",
+                                   options={"xatol": 1e-10})
+    return float(res.x)
+
+
 def _glm(s, t, K, X, start) -> "sm.GLM":
     family = sm.families.Binomial(link=PowerLawLink(K), check_link=False)
     endog = np.column_stack([s, t - s])
@@ -331,9 +347,7 @@ def fit_psi(cells: pd.DataFrame, include_k1: bool = False, *, label: str | None 
     if (s == t).all():
         return give_up(f"all {len(c)} cells succeeded; psi is at the boundary 1, no estimate")
 
-    start = np.nanmedian(_single_cell_psi(s, t, K, n))
-    start = 0.8 if not np.isfinite(start) else min(max(start, 1e-6), 1 - 1e-9)
-    res = _glm(s, t, K, n[:, None], np.array([np.log(start)]))
+    res = _glm(s, t, K, n[:, None], np.array([_ml_log_psi(s, t, K, n)]))
     theta, se = float(res.params[0]), float(res.bse[0])
     if not np.isfinite(theta) or theta >= 0:
         return give_up("the GLM did not converge; no estimate")
@@ -421,12 +435,15 @@ def _compare_pair(c: pd.DataFrame, a: str, b: str, include_k1: bool, label: str)
     both = pd.concat([parts[a], parts[b]])
     s, t, K, n = (both[col].to_numpy() for col in ("successes", "trials", "ensemble_size", "hardness"))
     is_a = np.r_[np.ones(len(parts[a]), bool), np.zeros(len(parts[b]), bool)]
-    starts = []
-    for mask in (is_a, ~is_a):
-        guess = np.nanmedian(_single_cell_psi(s[mask], t[mask], K[mask], n[mask]))
-        starts.append(np.log(guess) if np.isfinite(guess) else np.log(0.8))
+    starts = [_ml_log_psi(s[mask], t[mask], K[mask], n[mask]) for mask in (is_a, ~is_a)]
     full = _glm(s, t, K, np.column_stack([n * is_a, n * ~is_a]), np.array(starts))
-    pooled = _glm(s, t, K, n[:, None], np.array([np.mean(starts)]))
+    pooled = _glm(s, t, K, n[:, None], np.array([_ml_log_psi(s, t, K, n)]))
+    if not (np.all(np.isfinite(full.params)) and np.all(full.params < 0) and np.isfinite(pooled.params[0])
+            and pooled.params[0] < 0):
+        case = "the GLM did not converge; no test"
+        _warn(f"{label}: {case}")
+        row["status"] = case
+        return row
     n_obs, n_par = len(both), 2
     _, _, dispersion = _pearson_dispersion(s, t, full.mu, 2)
     lr = max(float(pooled.deviance - full.deviance), 0.0)
@@ -490,9 +507,11 @@ def compare_variants(cells: pd.DataFrame, baseline: str = "default", include_k1:
     variants of one kind in the place of the kinds of one variant. Returns one
     row per (study, kind, variant ≠ baseline): study, kind, variant_a (the
     baseline), variant_b, then psi_a, psi_b, psi_pooled, n_cells_a, n_cells_b,
-    lr_stat, df, p_value, f_stat, f_df_denom, f_p_value, dispersion, status.
+    lr_stat, df, p_value, f_stat, f_df_denom, f_p_value, dispersion, status,
+    and cmh_p_value (`cmh_p_value`: the same question without the law, cell
+    by cell, all K).
     """
-    columns = ["study", "kind", "variant_a", "variant_b"] + _COMPARE_COLUMNS[2:]
+    columns = ["study", "kind", "variant_a", "variant_b"] + _COMPARE_COLUMNS[2:] + ["cmh_p_value"]
     if "variant" not in cells.columns:
         return pd.DataFrame(columns=columns)
     rows = []
@@ -504,8 +523,30 @@ def compare_variants(cells: pd.DataFrame, baseline: str = "default", include_k1:
         for variant in variants:
             row = _compare_pair(as_kinds, baseline, variant, include_k1, _label("compare_variants", keys))
             row["variant_a"], row["variant_b"] = row.pop("kind_a"), row.pop("kind_b")
+            row["cmh_p_value"] = cmh_p_value(group[group["variant"] == baseline], group[group["variant"] == variant])
             rows.append({**keys, **row})
     return pd.DataFrame(rows, columns=[c for c in columns if c in set(columns)])
+
+
+def cmh_p_value(a: pd.DataFrame, b: pd.DataFrame) -> float:
+    """Cochran-Mantel-Haenszel test (continuity-corrected) that two sets of cells discover equally often.
+
+    a, b: convergence-table rows; strata are their common (K, n) cells, all K.
+    Law-free: it asks whether b discovers more or less often than a in the
+    same cells, whatever the law's misfit (its dispersion). NaN when no cell
+    is informative (a stratum where every run of both discovered, or none did,
+    carries no information).
+    """
+    from statsmodels.stats.contingency_tables import StratifiedTable
+
+    on = ["ensemble_size", "hardness"]
+    m = a[on + ["successes", "trials"]].merge(b[on + ["successes", "trials"]], on=on, suffixes=("_a", "_b"))
+    tables = [np.array([[r.successes_a, r.trials_a - r.successes_a], [r.successes_b, r.trials_b - r.successes_b]],
+                       dtype=float) for r in m.itertuples()]
+    tables = [x for x in tables if x.sum(axis=0).all() and x.sum(axis=1).all()]
+    if not tables:
+        return float("nan")
+    return float(StratifiedTable(tables).test_null_odds(correction=True).pvalue)
 
 
 
@@ -517,11 +558,12 @@ def variant_table(cells: pd.DataFrame, fits: pd.DataFrame, comparison: pd.DataFr
     of it; comparison: `compare_variants` of it. Columns: study, kind,
     variant, runs and discoveries (all K, K = 1 included), psi,
     psi_quasi_low/high, dispersion, delta_psi (ψ − the baseline's), lr_stat,
-    p_value and f_p_value of the test against the baseline (NaN on its own
-    row). The baseline comes first per kind, then the variants by p_value (smallest first).
+    p_value, f_p_value and cmh_p_value of the tests against the baseline (NaN
+    on its own row). The baseline comes first per kind, then the variants by
+    p_value (smallest first).
     """
     columns = ["study", "kind", "variant", "runs", "discoveries", "psi", "psi_quasi_low", "psi_quasi_high",
-               "dispersion", "delta_psi", "lr_stat", "p_value", "f_p_value"]
+               "dispersion", "delta_psi", "lr_stat", "p_value", "f_p_value", "cmh_p_value"]
     if "variant" not in cells.columns or cells.empty:
         return pd.DataFrame(columns=columns)
     keys = [k for k in FIT_KEYS if k in cells.columns]
@@ -530,10 +572,11 @@ def variant_table(cells: pd.DataFrame, fits: pd.DataFrame, comparison: pd.DataFr
     out = counts.merge(fits[keys + ["psi", "psi_quasi_low", "psi_quasi_high", "dispersion"]], on=keys, how="left")
     side = [k for k in keys if k != "variant"]
     if not comparison.empty:
-        tests = comparison.rename(columns={"variant_b": "variant"})[side + ["variant", "lr_stat", "p_value", "f_p_value"]]
+        tests = comparison.rename(columns={"variant_b": "variant"})[
+            side + ["variant", "lr_stat", "p_value", "f_p_value", "cmh_p_value"]]
         out = out.merge(tests, on=side + ["variant"], how="left")
     else:
-        out = out.assign(lr_stat=np.nan, p_value=np.nan, f_p_value=np.nan)
+        out = out.assign(lr_stat=np.nan, p_value=np.nan, f_p_value=np.nan, cmh_p_value=np.nan)
     base = out[out["variant"] == baseline].set_index(side)["psi"]
     out["delta_psi"] = out["psi"] - out.set_index(side).index.map(base).to_numpy(dtype=float)
     out["_order"] = np.where(out["variant"] == baseline, -1.0, out["p_value"].fillna(2.0))
@@ -547,12 +590,13 @@ def variant_table_markdown(table: pd.DataFrame, baseline: str = "default") -> st
         return "" if pd.isna(x) else format(x, fmt)
 
     lines = ["| kind | variant | discovered / runs | psi | 95% quasi | psi - " + baseline
-             + "'s | LR chi^2 | p | quasi-F p |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+             + "'s | LR chi^2 | p | quasi-F p | CMH p |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in table.itertuples(index=False):
         lines.append(
             f"| {r.kind} | {r.variant} | {int(r.discoveries):,} / {int(r.runs):,} | {num(r.psi, '.3f')} "
             f"| {num(r.psi_quasi_low, '.3f')} - {num(r.psi_quasi_high, '.3f')} | {num(r.delta_psi, '+.3f')} "
-            f"| {num(r.lr_stat, '.1f')} | {num(r.p_value, '.2g')} | {num(r.f_p_value, '.2g')} |")
+            f"| {num(r.lr_stat, '.1f')} | {num(r.p_value, '.2g')} | {num(r.f_p_value, '.2g')} "
+            f"| {num(r.cmh_p_value, '.2g')} |")
     return "\n".join(lines) + "\n"
 
 

@@ -50,7 +50,7 @@ def leaves_equal(a, b) -> bool:
 def test_preset_resolves_every_option_and_explicit_options_override_it():
     ref = TrainConfig(fidelity="reference")
     assert {name: getattr(ref, name) for name in PRESETS["reference"]} == PRESETS["reference"]
-    assert TrainConfig().init == "flax" and TrainConfig().action_map == "per_run"
+    assert TrainConfig().init == "uniform" and TrainConfig().warmup == "outside" and TrainConfig().action_map == "per_run"
     assert TrainConfig(fidelity="reference", init="flax").init == "flax"
     assert TrainConfig(fidelity="reference", init="flax").warmup == "outside"
     assert TrainConfig(fixed_action_map=True).action_map == "key0"

@@ -94,7 +94,7 @@ def test_outside_warmup_counts_steps_as_the_research_code():
     c = TrainConfig(fidelity="reference", hardness=14, num_episodes=5000)
     assert c.warmup_steps == 10_000 // 24 == 416
     assert c.num_vector_steps - c.warmup_steps == 5000 * 14 // 24 == 2916
-    inside = TrainConfig(hardness=14, num_episodes=5000)
+    inside = TrainConfig(hardness=14, num_episodes=5000, warmup="inside")
     assert inside.warmup_steps == 417 and inside.num_vector_steps == math.ceil(5000 / 24) * 14
 
 

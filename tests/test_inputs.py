@@ -43,8 +43,10 @@ def assert_refused(res, seconds, tmp_path, *fragments, limit=10.0):
     (["--learning-rate", "inf"], ["--learning-rate=inf", "finite number > 0"]),
     (["--gamma", "1.5"], ["--gamma=1.5", "[0, 1]"]),
     (["--ensemble-size", "abc"], ["--ensemble-size", "'abc'", "integer >= 1"]),
-    (["--episodes", "10", "--hardness", "4"], ["--num-episodes=10", "warm-up", "4 vector steps", "takes 417",
-                                              "learning would never start"]),
+    (["--episodes", "10", "--hardness", "4", "--warmup", "inside"],
+     ["--num-episodes=10", "warm-up", "4 vector steps", "takes 417", "learning would never start"]),
+    (["--episodes", "5", "--hardness", "4"], ["--num-episodes=5", "no learning step", "5 * 4 // 24 = 0",
+                                             "at least 6 episodes"]),
     (["--env-name", "Acrobot-v1", "--num-env-steps", "1000", "--discovery-threshold", "0.95"],
      ["--num-env-steps=1000", "warm-up"]),
 ])

@@ -203,6 +203,10 @@ class TrainConfig:
             raise bad("learning_starts", f"must be <= --rb-size ({self.rb_size}): the buffer cannot hold more")
         if self.eps_end > self.eps_start:
             raise bad("eps_end", f"must be <= --eps-start ({_fmt(self.eps_start)})")
+        if self.is_deepsea and self.warmup_outside and self.num_vector_steps <= self.warmup_steps:
+            raise bad("num_episodes", f"the budget gives no learning step (num_episodes * n // num_envs = "
+                      f"{self.num_episodes} * {self.hardness} // {self.num_envs} = 0; the warm-up is outside "
+                      f"the budget); give at least {-(-self.num_envs // self.hardness)} episodes")
         if self.warmup_steps >= self.num_vector_steps:
             budget = "num_episodes" if self.is_deepsea else "num_env_steps"
             raise bad(budget, f"the budget is {self.num_vector_steps} vector steps but the warm-up "

@@ -103,7 +103,7 @@ def test_resource_estimates_grow_with_work_and_attempt(config):
 def test_cost_model_by_hand():
     """0.2 ms + 20 us per run-member pair + 40 ns per pair and n^2 row, per vector step."""
     config = TrainConfig(kind="bootrp", ensemble_size=10, hardness=20, num_episodes=2400)
-    steps = 2400 // 24 * 20
+    steps = 10_000 // 24 + 2400 * 20 // 24  # the warm-up (outside the budget), then the learning steps
     pairs = 32 * 10
     expected = steps * (0.2e-3 + 2e-5 * pairs + 4e-8 * pairs * 400)
     assert cost.train_seconds(config, 32) == pytest.approx(expected)

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Iterable
 
 from . import cost
-from .config import TrainConfig, config_hash, program_signature
+from .config import HASH_BASELINE, TrainConfig, config_hash, program_signature
 from .study import CELL_FIELDS, Cell, Study
 
 GROUP_PATTERN = "results/{study}/runs/{group}.parquet"
@@ -58,7 +58,8 @@ class TrainGroup:
         """The `--batch` JSON of `python -m deepsea_scaling.train` (rows go to one `--out`).
 
         Per cell its grid values and the fields that differ from TrainConfig's
-        defaults, so the command stays short and reads as the study; also
+        defaults (with the fidelity options at `HASH_BASELINE`, the engine's
+        original behaviour), so the command stays short and reads as the study; also
         those that differ from the cell's `fidelity` preset (an option toggled
         back to this engine's value under `fidelity: reference`, which the
         preset would otherwise fill in again). Every entry is checked to parse
@@ -67,7 +68,7 @@ class TrainGroup:
         was right stays the same: a changed text would retrain it, since
         Snakemake re-runs a job whose params change.)
         """
-        defaults = TrainConfig().to_dict()
+        defaults = TrainConfig(**HASH_BASELINE).to_dict()  # fixed, so a change of the defaults moves no text
 
         def options(cell: Cell) -> dict:
             preset = TrainConfig(fidelity=cell.config.fidelity).to_dict()

@@ -207,7 +207,7 @@ def test_config_yaml_hyperparameters_are_refused_like_the_command_line(key, valu
     from deepsea_scaling import study
 
     spec = {"kinds": {"boot": {"ensemble_sizes": [2], "hardness": [4]}}, "seeds_per_cell": 2, "shard_size": 2,
-            "num_episodes": 100, "hyperparameters": {"rb_size": 5000, key: value}}
+            "num_episodes": 100, "hyperparameters": {"rb_size": 5000, "warmup": "inside", key: value}}
     with pytest.raises(ValueError) as err:
         study.load_study({"studies": {"s": spec}}, "s")
     message = str(err.value)

@@ -198,6 +198,10 @@ def test_sweep_of_a_tuple_field_gives_a_usable_variant_name(config):
 
 
 def test_a_budget_within_the_warm_up_is_refused_naming_the_budget(config):
-    bad = tiny_config(config, num_episodes=40)
-    with pytest.raises(S.StudyError, match=r"^studies\.tiny\.num_episodes: .*learning would never start"):
+    bad = tiny_config(config, num_episodes=5)  # 5 * 4 // 24 = 0 learning steps after the warm-up
+    with pytest.raises(S.StudyError, match=r"^studies\.tiny\.num_episodes: .*no learning step"):
         S.load_study(bad, "tiny")
+    inside = tiny_config(config, num_episodes=40)
+    inside["studies"]["tiny"]["hyperparameters"]["warmup"] = "inside"  # 40 episodes = 7 steps of a 21-step warm-up
+    with pytest.raises(S.StudyError, match=r"^studies\.tiny\.num_episodes: .*learning would never start"):
+        S.load_study(inside, "tiny")

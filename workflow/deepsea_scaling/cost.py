@@ -6,8 +6,8 @@ benchmarks/README.md; worst sample error 37%):
 
     0.2 ms + 20 us per run-member pair + 40 ns per pair and first-layer row (n^2)
 
-with (learning_starts // num_envs) warm-up steps plus episodes * n // num_envs
-learning steps per DeepSea run (the default warm-up is outside the budget). The n^2 term
+with TrainConfig's default warm-up (416 steps, outside the budget) plus
+episodes * n // num_envs learning steps per DeepSea run. The n^2 term
 is AdamW's pass over the first layer (one row per DeepSea cell), memory-
 bandwidth bound at large n. Study designs rank cells by `cell_cost_seconds`;
 the cluster resources (`runtime_minutes`, `mem_mb`) are generous bounds
@@ -27,8 +27,8 @@ from .kinds import KINDS
 STEP_SECONDS = 0.2e-3  # fixed cost of one vector step (dispatch, acting)
 PAIR_SECONDS = 2e-5  # per run-member pair (minibatch forward/backward)
 PAIR_ROW_SECONDS = 4e-8  # per pair and first-layer row (AdamW over the n^2 rows)
-NUM_ENVS = 24  # TrainConfig.num_envs default
-LEARNING_STARTS = 10_000  # TrainConfig.learning_starts default: the warm-up fills the buffer first
+NUM_ENVS = TrainConfig().num_envs  # 24
+WARMUP_STEPS = TrainConfig().warmup_steps  # the default warm-up (416 steps, outside the budget) fills the buffer first
 
 
 def members(kind: str, ensemble_size) -> np.ndarray:
@@ -44,7 +44,7 @@ def cell_cost_seconds(kind: str, ensemble_size, hardness, seeds, episodes: int, 
     """
     n = np.asarray(hardness, dtype=float)
     width = np.asarray(seeds, dtype=float) * members(kind, ensemble_size)
-    steps = LEARNING_STARTS // int(num_envs) + (int(episodes) * n) // int(num_envs)
+    steps = WARMUP_STEPS + (int(episodes) * n) // int(num_envs)
     per_step = STEP_SECONDS + PAIR_SECONDS * width + PAIR_ROW_SECONDS * width * n ** 2
     return np.where(width > 0, steps * per_step, 0.0)
 

@@ -549,7 +549,6 @@ def cmh_p_value(a: pd.DataFrame, b: pd.DataFrame) -> float:
     return float(StratifiedTable(tables).test_null_odds(correction=True).pvalue)
 
 
-
 def variant_table(cells: pd.DataFrame, fits: pd.DataFrame, comparison: pd.DataFrame,
                   baseline: str = "default") -> pd.DataFrame:
     """One row per (study, kind, variant): its runs, ψ with intervals, and its test against `baseline`.

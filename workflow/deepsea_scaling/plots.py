@@ -27,6 +27,7 @@ import pandas as pd  # noqa: E402
 from matplotlib import colors as mcolors  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
+from .budget import BUDGET_FREE_KINDS, PUBLISHED, PUBLISHED_BUDGET  # noqa: E402
 from .io import atomic_path  # noqa: E402
 from .kinds import KINDS  # noqa: E402
 from .stats import AnalysisWarning, K1_ONLY_KINDS, frontier_k, predicted_probability  # noqa: E402
@@ -597,3 +598,72 @@ def plot_law_tests(residuals: pd.DataFrame, tests: pd.DataFrame | None = None, f
             axes[0, 0].legend(loc="best", fontsize=5.5)
         _add_caption(fig, caption)
     return fig
+
+
+# ------------------------------------------------------ ψ AGAINST BUDGET
+def _budget_list(budgets) -> str:
+    return ", ".join(f"{int(b):,}" for b in budgets)
+
+
+def plot_psi_by_budget(table: pd.DataFrame, ax=None, *, published: Mapping[str, tuple[float, float]] | None = None,
+                       published_budget: float | None = None, caption: str | None = None):
+    """ψ with its quasi-binomial 95% interval against the training budget (log x), one line per kind.
+
+    table: `budget.psi_by_budget` rows of one study and variant (budget, psi,
+    psi_quasi_low/high, status; study_budget marks the study's own budget,
+    drawn as a dotted line). published: {kind: (ψ, half-width of its 95%
+    interval)} at `published_budget` episodes, drawn as open diamonds for the
+    kinds in the table (default: `budget.PUBLISHED` at 50,000 episodes).
+    Budgets without an estimate (at small budgets every cell may fail) are
+    listed in the panel with the reason; an empty table gets a note.
+    Returns the axis.
+    """
+    published = PUBLISHED if published is None else published
+    published_budget = PUBLISHED_BUDGET if published_budget is None else published_budget
+    with plt.rc_context(STYLE):
+        if ax is None:
+            fig = plt.figure(figsize=(COLUMN_WIDTH, 2.7), layout="constrained")
+            ax = fig.subplots()
+        if len(table) == 0 or "kind" not in table.columns:
+            kinds = ", ".join(kind_label(k) for k in BUDGET_FREE_KINDS)
+            _note(ax, f"no runs of a kind whose training does not depend on the budget\n({kinds}): nothing to show")
+            _add_caption(ax.figure, caption)
+            return ax
+        kinds = _ordered_kinds(table["kind"].unique())
+        missing = []
+        for kind in kinds:
+            t = table[table["kind"] == kind].sort_values("budget")
+            ok = t[t["psi"].notna()]
+            color = kind_color(kind)
+            if len(ok):
+                lo, hi = ok["psi_quasi_low"].to_numpy(float), ok["psi_quasi_high"].to_numpy(float)
+                band = np.isfinite(lo) & np.isfinite(hi)
+                ax.fill_between(ok["budget"], lo, hi, where=band, color=color, alpha=0.2, lw=0)
+                ax.plot(ok["budget"], ok["psi"], "o-", ms=2.5, lw=1.0, color=color, label=kind_label(kind))
+            absent = t[t["psi"].isna()]
+            if len(absent):
+                reason = str(absent["status"].iloc[0]).split(";")[0] if "status" in absent.columns else ""
+                where = "any budget" if not len(ok) else f"{_budget_list(absent['budget'])} episodes"
+                why = f" ({_short(reason, 40)})" if reason else ""
+                missing.append(f"{kind_label(kind)}: no estimate at {where}{why}")
+            if kind in published:
+                psi, half = published[kind]
+                ax.errorbar([published_budget], [psi], yerr=[[half], [half]], fmt="D", ms=3.5, mfc="white",
+                            mew=0.8, capsize=2, elinewidth=0.8, color=color,
+                            label=f"{kind_label(kind)}, published ({published_budget:,.0f} episodes)")
+        if "study_budget" in table.columns:
+            for b in np.unique(table.loc[table["study_budget"].astype(bool), "budget"]):
+                ax.axvline(b, color="#777777", lw=0.6, ls=":", zorder=0)
+            if table["study_budget"].astype(bool).any():
+                ax.plot([], [], color="#777777", lw=0.6, ls=":", label="this study's budget")
+        ax.set_xscale("log")
+        ax.set_xlim(left=float(table["budget"].min()) / 1.3)  # budgets without an estimate stay on the axis
+        ax.set_xlabel("training budget (episodes per run)")
+        ax.set_ylabel("ψ (quasi-binomial 95% interval)")
+        if missing:
+            ax.text(0.98, 0.02, "\n".join(missing), transform=ax.transAxes, ha="right", va="bottom", fontsize=5.5,
+                    color="#555555")
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=2, borderaxespad=0.2, fontsize=5.5)
+        _add_caption(ax.figure, caption)
+    return ax

@@ -55,6 +55,27 @@ rule fit_psi:
         "../scripts/fit_psi.py"
 
 
+# psi at a ladder of budgets up to the study's, from the same runs cut to each
+# budget (BDQN and RP-BDQN only: their training does not depend on the budget).
+rule psi_by_budget:
+    input:
+        runs="results/{study}/runs.parquet",
+        decisions=decisions_of_study,
+    output:
+        table=report(
+            "results/{study}/psi_by_budget.csv",
+            caption="../report/psi_by_budget.rst",
+            category="Tables",
+            subcategory="{study}",
+        ),
+    log:
+        "logs/{study}/psi_by_budget.log",
+    conda:
+        "../../envs/deepsea.yaml"
+    script:
+        "../scripts/psi_by_budget.py"
+
+
 rule compare_kinds:
     input:
         cells="results/{study}/convergence.csv",

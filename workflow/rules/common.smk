@@ -68,6 +68,7 @@ FIGURES = [
     "collapse",
     "probability_vs_n",
     "law_tests",
+    "psi_by_budget",
 ]
 SWEEP_FIGURES = ["hyperparameter_sweep"]
 TABLES = [
@@ -76,6 +77,7 @@ TABLES = [
     "kind_comparison.csv",
     "residuals.csv",
     "law_tests.csv",
+    "psi_by_budget.csv",
 ]
 
 # Environment of every training job: JAX allocates GPU memory as it needs it

@@ -181,3 +181,25 @@ rule plot_law_tests:
         variant=study_lib.DEFAULT_VARIANT,
     script:
         "../scripts/plot_law_tests.py"
+
+
+rule plot_psi_by_budget:
+    input:
+        table="results/{study}/psi_by_budget.csv",
+    output:
+        png=report(
+            "plots/{study}/psi_by_budget.png",
+            caption="../report/plot_psi_by_budget.rst",
+            category="Figures",
+            subcategory="{study}",
+        ),
+        pdf="plots/{study}/psi_by_budget.pdf",
+    log:
+        "logs/{study}/plot_psi_by_budget.log",
+    conda:
+        "../../envs/deepsea.yaml"
+    params:
+        caption=figure_caption,
+        variant=study_lib.DEFAULT_VARIANT,
+    script:
+        "../scripts/plot_psi_by_budget.py"

@@ -101,7 +101,7 @@ def main() -> None:
         }
         for design, df in results.items():
             rows.append(summarise(design, kind, df, psi, target))
-            per_study.append(df.assign(design=design, kind=kind))
+            per_study.append(df.drop(columns="plans", errors="ignore").assign(design=design, kind=kind))
             cost[design, kind] = df["cost_h"].to_numpy()
     rounds = {d: np.maximum.reduce([r.loc[r.design == d, "rounds"].to_numpy() for r in per_study if (r.design == d).any()])
               for d in ("grid", "reference", "frontier")}

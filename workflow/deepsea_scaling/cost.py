@@ -49,6 +49,20 @@ def cell_cost_seconds(kind: str, ensemble_size, hardness, seeds, episodes: int, 
     return np.where(width > 0, steps * per_step, 0.0)
 
 
+def shard_jobs(have: int, want: int, shard_size: int) -> list[int]:
+    """Seeds of each training job that brings a cell from `have` to `want` seeds (shards [a, a + shard_size))."""
+    return [min(a + shard_size, want) - a for a in range(0, want, shard_size) if a + shard_size > have]
+
+
+def schedule_seconds(durations, cores: int) -> float:
+    """Wall seconds of jobs run `cores` at a time, started in the given order as cores free up."""
+    free = [0.0] * max(1, int(cores))
+    for d in durations:
+        i = free.index(min(free))
+        free[i] += float(d)
+    return max(free)
+
+
 def train_seconds(config: TrainConfig, runs: int) -> float:
     """Projected CPU-core seconds to train `runs` runs of `config` in one program (any environment)."""
     rows = config.hardness**2 if config.is_deepsea else 0

@@ -10,7 +10,9 @@ Three designs, one table (`DESIGNS`):
 - frontier: a pilot (coarse subgrid, fewer seeds), a ψ fit, then at most
   `max_rounds` rounds that add the cells with the most Fisher information about
   ψ per CPU-second under the current fit, plus coverage and boundary cells
-  (`frontier_pilot`, `frontier_round`).
+  (`frontier_pilot`, `frontier_round`). With a prior ψ (say the published
+  one), round 0 is such an information round planned under the prior instead
+  of the pilot (`frontier_start`).
 
 Everything is a pure function of the grid and the outcomes known so far: a
 dict (kind, K, n) -> (successes, trials). A cell is named by (kind, K, n) and
@@ -44,6 +46,7 @@ Cell = tuple  # (kind, K, n)
 Outcome = Mapping[tuple, tuple]  # (kind, K, n) -> (successes, trials)
 
 TRAINED, ASSUMED_SOLVED, ASSUMED_UNSOLVED = "trained", "assumed_solved", "assumed_unsolved"
+_PSI_MAX = 0.999  # ψ guesses a round plans over stay below 1 (ψ̂·exp(2 se) may not)
 
 
 # ------------------------------------------------------------------ THE TABLE
@@ -352,6 +355,26 @@ class FrontierSettings:
     # coverage 0.85 for bootrp studies that took 2-3 rounds with no minimum).
     min_informative: int = 40
     psi_fallback: tuple = (0.6, 0.95)          # ψ guesses when every cell failed / succeeded
+    # A start from a prior ψ instead of the pilot: round 0 is planned as an
+    # information round (the cells `frontier_round` would pick) under ψ =
+    # prior_psi, its information averaged over prior_psi·exp(±2·prior_spread),
+    # with the dispersion of 32-seed cells assumed to be prior_dispersion.
+    # None: the pilot subgrid.
+    prior_psi: float | None = None
+    prior_spread: float = 0.05                 # sd of log ψ the prior start plans for
+    prior_dispersion: float = 4.1              # Pearson dispersion of 32-seed cells (published: 4.1, 8.1)
+    # K rows the law's alternatives are tested on (effective K = K^α needs
+    # several K; grid values nearest these): each of them gets, in every round,
+    # a cell with P in p_mid under the current fit (or prior) if it has none;
+    # the coverage quarters span their mid range, and only they get boundary
+    # cells (at large K and ψ both are the study's dearest cells). None: every
+    # K row of the grid for both, no row required.
+    law_ks: tuple | None = None
+    # The checks (coverage quarters and boundary cells, not the law rows' cells)
+    # skip cells whose new seeds cost more than this many CPU-hours (cost
+    # model): at large ψ they sit at large n and K, the dearest corner of the
+    # grid. A quarter only such cells could fill counts as covered. None: no cap.
+    max_check_hours: float | None = None
 
 
 @dataclass(frozen=True)
@@ -376,6 +399,19 @@ def frontier_pilot(kind: str, ensemble_sizes: Sequence[int], hardness: Sequence[
     ks = _nearest([k for k in ensemble_sizes if k > 1] or ensemble_sizes, settings.pilot_ks)
     ns = _nearest(hardness, settings.pilot_ns)
     return {(kind, k, n): settings.pilot_seeds for k in ks for n in ns}
+
+
+def frontier_start(kind: str, ensemble_sizes: Sequence[int], hardness: Sequence[int],
+                   settings: FrontierSettings = FrontierSettings()) -> dict:
+    """Round 0 of the frontier design: (kind, K, n) -> seeds.
+
+    The pilot (`frontier_pilot`), or with `settings.prior_psi` the cells of an
+    information round planned under that ψ (`frontier_round` at round 0, which
+    reads no outcomes).
+    """
+    if settings.prior_psi is None:
+        return frontier_pilot(kind, ensemble_sizes, hardness, settings)
+    return frontier_round(kind, ensemble_sizes, hardness, {}, 0, settings).seeds
 
 
 def mid_range(psi: float, ensemble_sizes: Sequence[int], hardness: Sequence[int], p_mid=(0.1, 0.9)):
@@ -407,6 +443,28 @@ def coverage_gaps(psi: float, ensemble_sizes: Sequence[int], hardness: Sequence[
     return gaps
 
 
+def open_gaps(kind: str, psi: float, ensemble_sizes: Sequence[int], hardness: Sequence[int],
+              trained: Iterable[tuple], settings: FrontierSettings) -> list:
+    """The coverage gaps a frontier round must fill: `coverage_gaps` over the
+    mid range of the `law_ks` rows (of every row when None), less those that
+    no cell within `max_check_hours` could fill (P in p_mid, `seeds` seeds)."""
+    ks = sorted(k for k in ensemble_sizes if k > 1)
+    gaps = coverage_gaps(psi, law_rows_of(ks, settings) or ks, hardness, trained, settings.p_mid)
+    if settings.max_check_hours is None or not gaps:
+        return gaps
+    K, N = np.meshgrid(ks, sorted(hardness), indexing="ij")
+    p = predicted_probability(psi, K, N)
+    cheap = cell_cost_seconds(kind, K, N, settings.seeds, settings.episodes) <= settings.max_check_hours * 3600
+    fillable = (p > settings.p_mid[0]) & (p < settings.p_mid[1]) & cheap
+    return [(a, b) for a, b in gaps if (fillable & (N >= a) & (N <= b)).any()]
+
+
+def law_rows_of(ensemble_sizes: Sequence[int], settings: FrontierSettings) -> list:
+    """The grid's K rows (K > 1) nearest `settings.law_ks`; [] when it is None."""
+    ks = sorted(k for k in ensemble_sizes if k > 1)
+    return _nearest(ks, settings.law_ks) if settings.law_ks and ks else []
+
+
 def frontier_round(kind: str, ensemble_sizes: Sequence[int], hardness: Sequence[int], outcome: Outcome,
                    round_index: int, settings: FrontierSettings = FrontierSettings()) -> FrontierPlan:
     """Plan frontier round `round_index` (1..max_rounds) of one kind from the outcomes so far.
@@ -420,40 +478,63 @@ def frontier_round(kind: str, ensemble_sizes: Sequence[int], hardness: Sequence[
        `safety`, with the dispersion extrapolated to `seeds` seeds) is planned,
        but none whose rate is below `min_efficiency` × the best rate (a noisy
        pilot dispersion must not buy the whole grid; later rounds top up);
-    2. coverage: the best cell of each quarter of the mid range lacking one;
-    3. boundary: per K, if the row has no trained cell with 0.001 ≤ P ≤ 0.1
-       (resp. 0.9 ≤ P ≤ 0.999), its first n with P ≤ 0.1 (last n with P ≥ 0.9),
-       with `boundary_seeds` seeds, so a wrong fit shows.
+    2. coverage: the best cell of each quarter of the mid range (of the
+       `law_ks` rows if given, else of every row) lacking one (`open_gaps`:
+       none dearer than `max_check_hours`), and of each `law_ks` row lacking a
+       cell with P in p_mid;
+    3. boundary: per K (of `law_ks` if given), if the row has no trained cell
+       with 0.001 ≤ P ≤ 0.1 (resp. 0.9 ≤ P ≤ 0.999), its first n with P ≤ 0.1
+       (last n with P ≥ 0.9), with `boundary_seeds` seeds, so a wrong fit
+       shows (unless dearer than `max_check_hours`).
+
+    Round 0 with `settings.prior_psi` (the prior start, `frontier_start`):
+    the same picks with ψ̂ = prior_psi, se = prior_spread and the dispersion
+    `prior_dispersion`, from no outcomes; it never stops.
     """
     ks = sorted(k for k in ensemble_sizes if k > 1)
     ns = sorted(hardness)
+    prior = round_index == 0 and settings.prior_psi is not None
+    if prior:
+        outcome = {}
     have = {(k, n): st for (kd, k, n), st in outcome.items() if kd == kind}
     fit = fit_outcome(outcome, kind)
     z = sps.norm.ppf(0.5 + settings.level / 2)
-    if fit.ok:
+    if prior:
+        psi, spread = float(settings.prior_psi), min(max(settings.prior_spread, 1e-4), 0.5)
+    elif fit.ok:
         psi, spread = fit.psi, min(max(fit.quasi_se, 1e-4), 0.1)
     else:
         p_all = [s / t for s, t in have.values() if t > 0]
         psi = settings.psi_fallback[0] if not p_all or max(p_all) < 0.5 else settings.psi_fallback[1]
         spread = 0.1
+    located = fit.ok or prior  # ψ known well enough to plan around
     trained = [kn for kn, (s, t) in have.items() if t > 0]
-    gaps = coverage_gaps(psi, ks, ns, trained, settings.p_mid) if fit.ok else [(min(ns), max(ns))]
+    law_rows = law_rows_of(ks, settings)
+    gaps = open_gaps(kind, psi, ks, ns, trained, settings) if located else [(min(ns), max(ns))]
     coverage_ok = fit.ok and not gaps
     informative = sum(t * p * (1 - p) >= 1 for (k, n), (_, t) in have.items() if k > 1
                       for p in [float(predicted_probability(psi, k, n))])
-    if round_index > settings.max_rounds or (fit.ok and fit.half_width < settings.target_half_width and coverage_ok
-                                             and informative >= settings.min_informative):
+
+    def in_mid(k, n):
+        return settings.p_mid[0] < float(predicted_probability(psi, k, n)) < settings.p_mid[1]
+
+    # every law row with a mid cell on the grid has one trained
+    rows_ok = all(any(k == row and in_mid(k, n) for k, n in trained) or not any(in_mid(row, n) for n in ns)
+                  for row in law_rows)
+    if not prior and (round_index > settings.max_rounds or (
+            fit.ok and fit.half_width < settings.target_half_width and coverage_ok and rows_ok
+            and informative >= settings.min_informative)):
         return FrontierPlan({}, {}, fit, True, coverage_ok)
     # the coverage gaps under ψ̂ and ψ̂·exp(±2 se), so that the next fit's quarters are covered too
-    if fit.ok:
-        for shifted in (psi * np.exp(-2 * spread), psi * np.exp(2 * spread)):
-            gaps += [g for g in coverage_gaps(shifted, ks, ns, trained, settings.p_mid) if g not in gaps]
+    if located:
+        for shifted in (psi * np.exp(-2 * spread), min(psi * np.exp(2 * spread), _PSI_MAX)):
+            gaps += [g for g in open_gaps(kind, shifted, ks, ns, trained, settings) if g not in gaps]
 
     K = np.repeat(ks, len(ns)).astype(float)
     N = np.tile(ns, len(ks)).astype(float)
     t_have = np.array([have.get((int(k), int(n)), (0, 0))[1] for k, n in zip(K, N)], dtype=float)
     p_hat = predicted_probability(psi, K, N)
-    psis = np.exp(np.log(psi) + spread * np.array([-2.0, -1.0, 0.0, 1.0, 2.0]))
+    psis = np.minimum(np.exp(np.log(psi) + spread * np.array([-2.0, -1.0, 0.0, 1.0, 2.0])), _PSI_MAX)
     info_per_seed = cell_information(psis[:, None], K[None], N[None]).mean(axis=0)
     seeds: dict = {}
     reasons: dict = {}
@@ -469,8 +550,9 @@ def frontier_round(kind: str, ensemble_sizes: Sequence[int], hardness: Sequence[
     cost = cell_cost_seconds(kind, K, N, new_seeds, settings.episodes)
     gain = new_seeds * info_per_seed
     ratio = np.where(new_seeds > 0, gain / np.where(cost > 0, cost, np.inf), -1.0)
-    if fit.ok:
-        rho = _intra_cell_correlation(outcome, kind, fit)
+    if located:
+        rho = _intra_cell_correlation(outcome, kind, fit) if fit.ok else \
+            float(np.clip((settings.prior_dispersion - 1) / 31, 0.0, 0.5))  # dispersion 1 + 31ρ at 32 seeds
         phi_plan = 1 + (settings.seeds - 1) * rho
         info_have = float(np.sum(t_have * cell_information(psi, K, N)))
         need = settings.safety * (z * psi) ** 2 * phi_plan / settings.target_half_width ** 2 - info_have
@@ -484,11 +566,11 @@ def frontier_round(kind: str, ensemble_sizes: Sequence[int], hardness: Sequence[
             break
         add(i, settings.seeds, "information")
         planned += gain[i]
-        if not fit.ok and len(seeds) >= 2 * len(ks):
+        if not located and len(seeds) >= 2 * len(ks):
             break
 
     # 1a. TOP-UPS to max_seeds, cheapest information first, when the cells above fall short
-    if fit.ok and settings.max_seeds > settings.seeds and planned < need:
+    if located and settings.max_seeds > settings.seeds and planned < need:
         current = np.array([max(t, seeds.get((kind, int(k), int(n)), 0)) for t, k, n in zip(t_have, K, N)])
         extra = np.clip(settings.max_seeds - current, 0, None)
         # more seeds of one cell are worth less under intra-cell correlation ρ
@@ -518,25 +600,37 @@ def frontier_round(kind: str, ensemble_sizes: Sequence[int], hardness: Sequence[
 
     # 2. COVERAGE
     mid = (p_hat > settings.p_mid[0]) & (p_hat < settings.p_mid[1])
+    check_cost = cell_cost_seconds(kind, K, N, np.clip(settings.seeds - t_have, 0, None), settings.episodes)
+    affordable = check_cost <= (np.inf if settings.max_check_hours is None else settings.max_check_hours * 3600)
     for a, b in gaps:
-        inside = np.nonzero(mid & (N >= a) & (N <= b))[0]
+        inside = np.nonzero(mid & affordable & (N >= a) & (N <= b))[0]
         if len(inside) and not any((kind, int(K[i]), int(N[i])) in seeds for i in inside):
             best = inside[np.argmax(np.where(new_seeds[inside] > 0, ratio[inside], np.inf))]
             add(best, settings.seeds, "coverage")
+    # ... and of every K row the law tests need
+    for k in law_rows:
+        row = np.nonzero((K == k) & mid)[0]
+        if len(row) and not any((t_have[i] > 0 or (kind, k, int(N[i])) in seeds) for i in row):
+            add(row[np.argmax(ratio[row])], settings.seeds, "coverage")
 
     # 3. BOUNDARY
-    for k in ks:
+    def boundary_ok(i):
+        extra = max(settings.boundary_seeds - t_have[i], 0)
+        return settings.max_check_hours is None or \
+            float(cell_cost_seconds(kind, K[i], N[i], extra, settings.episodes)) <= settings.max_check_hours * 3600
+
+    for k in (law_rows or ks):
         row = np.nonzero(K == k)[0]
         p_row, t_row = p_hat[row], t_have[row]
         planned_row = np.array([(kind, k, int(N[i])) in seeds for i in row])
         has = t_row > 0
         if not ((has | planned_row) & (p_row >= 0.001) & (p_row <= 0.1)).any():
             low = row[p_row <= 0.1]
-            if len(low):
+            if len(low) and boundary_ok(low[0]):
                 add(low[0], settings.boundary_seeds, "boundary")
         if not ((has | planned_row) & (p_row >= 0.9) & (p_row <= 0.999)).any():
             high = row[p_row >= 0.9]
-            if len(high):
+            if len(high) and boundary_ok(high[-1]):
                 add(high[-1], settings.boundary_seeds, "boundary")
 
     total_cost = float(sum(cell_cost_seconds(kind, c[1], c[2], s - have.get((c[1], c[2]), (0, 0))[1],
@@ -565,7 +659,8 @@ def plan_next_round(design: str, kinds: Sequence[str], ensemble_sizes: Sequence[
     grid: every cell with `seeds` in round 0, then nothing. reference: the
     cells of `speculative_round` (keyword arguments `speculation` go to it),
     `seeds` each, until the protocol is decided. frontier: round 0 is the
-    pilot of every kind; round r ≥ 1 is `frontier_round(r)` per kind, with
+    pilot of every kind (or its prior start, `frontier_start`); round r ≥ 1
+    is `frontier_round(r)` per kind, with
     `frontier` the settings of all kinds or a dict kind -> settings (the
     target half-width differs by kind). Only entries with more seeds than
     `outcome` holds are returned, so a rerun after an interruption, given the
@@ -584,7 +679,7 @@ def plan_next_round(design: str, kinds: Sequence[str], ensemble_sizes: Sequence[
             settings = frontier.get(kind, FrontierSettings()) if isinstance(frontier, Mapping) else \
                 (frontier or FrontierSettings())
             if round_index == 0:
-                wanted.update(frontier_pilot(kind, ensemble_sizes, hardness, settings))
+                wanted.update(frontier_start(kind, ensemble_sizes, hardness, settings))
             else:
                 wanted.update(frontier_round(kind, ensemble_sizes, hardness, outcome, round_index, settings).seeds)
     return {c: t for c, t in wanted.items() if t > outcome.get(c, (0, 0))[1]}

@@ -112,7 +112,7 @@ def _plan_kind(study: Study, cells: list[Cell], round_index: int, outcome, seeds
 
     settings = study.frontier_settings(kind)
     if round_index == 0:
-        wanted = designs.frontier_pilot(kind, ks, ns, settings)
+        wanted = designs.frontier_start(kind, ks, ns, settings)  # the pilot, or planned under a prior ψ
         stop = False
     else:
         wanted = designs.frontier_round(kind, ks, ns, known, round_index, settings).seeds

@@ -259,15 +259,18 @@ def simulate_reference_design(worlds: SimulatedWorlds, kind: str, limit: int = 3
 def simulate_frontier_design(worlds: SimulatedWorlds, kind: str, settings=None) -> pd.DataFrame:
     """The frontier design per simulated study.
 
-    Columns as `simulate_grid_design`, plus pilot_cost_h, target_met
-    (half-width below the target), coverage_ok (the coverage condition under
-    the final fit) and rounds (after the pilot).
+    Columns as `simulate_grid_design`, plus pilot_cost_h (round 0: the pilot or
+    the prior start, `designs.frontier_start`), target_met (half-width below
+    the target), coverage_ok (the coverage condition under the final fit),
+    rounds (after round 0) and plans (per round from 0, {(kind, K, n): (seeds
+    before, seeds after)}: what `study_wall_hours` schedules).
     """
-    from .designs import FrontierSettings, coverage_gaps, fit_outcome, frontier_pilot, frontier_round
+    from .designs import FrontierSettings, fit_outcome, frontier_round, frontier_start, open_gaps
     settings = settings or FrontierSettings()
     rows = []
     for study in range(worlds.studies):
-        seeds = dict(frontier_pilot(kind, worlds.ks, worlds.ns, settings))
+        seeds = dict(frontier_start(kind, worlds.ks, worlds.ns, settings))
+        plans = [{c: (0, t) for c, t in seeds.items()}]
         pilot_cost = _cost_hours(kind, seeds, settings.episodes)
         rounds = 0
         for r in range(1, settings.max_rounds + 2):
@@ -275,12 +278,43 @@ def simulate_frontier_design(worlds: SimulatedWorlds, kind: str, settings=None) 
             if plan.stop:
                 break
             rounds += 1
+            plans.append({c: (seeds.get(c, 0), t) for c, t in plan.seeds.items()})
             seeds.update(plan.seeds)
         outcome = worlds.outcome(study, seeds)
         fit = fit_outcome(outcome, kind)
-        gaps = coverage_gaps(fit.psi, worlds.ks, worlds.ns, [(c[1], c[2]) for c in seeds], settings.p_mid) if fit.ok else [None]
+        gaps = open_gaps(kind, fit.psi, worlds.ks, worlds.ns, [(c[1], c[2]) for c in seeds], settings) if fit.ok \
+            else [None]
         rows.append(dict(study=study, cells=len(seeds), cost_h=_cost_hours(kind, seeds, settings.episodes),
                          pilot_cost_h=pilot_cost, rounds=rounds, coverage_ok=not gaps,
                          target_met=bool(fit.ok and fit.half_width < settings.target_half_width),
-                         **_fit_row(fit, worlds.psi[kind])))
+                         plans=plans, **_fit_row(fit, worlds.psi[kind])))
     return pd.DataFrame(rows)
+
+
+def study_wall_hours(plans_by_kind, shard_size: int, episodes: int, cores: int = 2, slowdown: float = 1.0,
+                     startup_seconds: float = 0.0, round_seconds: float = 0.0) -> dict:
+    """CPU-hours and wall hours of one sequential study, from its rounds' plans.
+
+    plans_by_kind: kind -> list of per-round plans {(kind, K, n): (seeds before,
+    seeds after)} (the `plans` of `simulate_frontier_design`); the kinds' round
+    r run together, as the workflow plans every kind in one checkpoint. Each
+    cell's new seeds train as jobs of one seed shard each (`cost.shard_jobs`),
+    each taking the cost model's seconds times `slowdown` plus
+    `startup_seconds` (start-up and compile), `cores` at a time in plan order
+    (`cost.schedule_seconds`); a round also waits `round_seconds` (planning).
+    Returns cpu_h, wall_h, jobs and rounds (round 0 included).
+    """
+    from .cost import cell_cost_seconds, schedule_seconds, shard_jobs
+    n_rounds = max((len(p) for p in plans_by_kind.values()), default=0)
+    cpu = wall = 0.0
+    jobs = 0
+    for r in range(n_rounds):
+        durations = []
+        for kind, plans in plans_by_kind.items():
+            for (kd, k, n), (have, want) in (plans[r] if r < len(plans) else {}).items():
+                for size in shard_jobs(have, want, shard_size):
+                    durations.append(float(cell_cost_seconds(kd, k, n, size, episodes)) * slowdown + startup_seconds)
+        cpu += sum(durations)
+        jobs += len(durations)
+        wall += schedule_seconds(durations, cores) + round_seconds
+    return dict(cpu_h=cpu / 3600, wall_h=wall / 3600, jobs=jobs, rounds=n_rounds)

@@ -89,14 +89,16 @@ class Study:
     def frontier_settings(self, kind: str):
         """The frontier design's settings for `kind`: the study's `frontier:` keys over the defaults.
 
-        `target_half_width` may be one number or one per kind ({boot: 0.01, bootrp: 0.02}).
+        `target_half_width`, `prior_psi` and `prior_dispersion` may be one
+        value or one per kind ({boot: 0.02, bootrp: 0.03}); a kind not listed
+        gets the default (for `prior_psi`: no prior, the pilot).
         """
         from .designs import FrontierSettings
 
         settings = {k: tuple(v) if isinstance(v, list) else v for k, v in self.frontier.items()}
-        target = settings.get("target_half_width")
-        if isinstance(target, Mapping):
-            settings["target_half_width"] = target.get(kind, FrontierSettings.target_half_width)
+        for key, value in list(settings.items()):
+            if isinstance(value, Mapping):
+                settings[key] = value.get(kind, getattr(FrontierSettings, key))
         return FrontierSettings(**{"episodes": self.num_episodes, **settings})
 
     def caption(self) -> str:

@@ -58,29 +58,63 @@ def sample_cells(cells, samples: int):
     return chosen
 
 
-def time_cell(config: TrainConfig, seeds: int, learn_steps: int) -> dict:
+def time_cell(config: TrainConfig, seeds: int, learn_steps: int, repeats: int = 1) -> dict:
     """Compile seconds and steady-state seconds per learning vector step of one cell.
 
-    The engine's own `train_seeds` runs the cell cut in two logging segments;
-    the second, all learning steps, is timed (nothing is compiled or warmed up
-    in it). Runs are split over the CPU devices as in a training job.
+    The engine's own `train_seeds` runs the cell cut in 1 + `repeats` logging
+    segments of about `learn_steps` steps; the later ones, all learning steps,
+    are timed (nothing is compiled or warmed up in them) and the fastest
+    counts (on a busy machine other work slows some). Runs are split over the
+    CPU devices as in a training job.
     """
     from deepsea_scaling.engine import train_seeds
 
     warm = 2  # learning starts after two vector steps of acting
-    steps = warm + 2 * learn_steps
+    points = 1 + repeats
+    steps = warm + points * learn_steps
     probe = TrainConfig.from_dict({
         **config.to_dict(), "num_episodes": math.ceil(steps * config.num_envs / config.hardness),
-        "learning_starts": warm * config.num_envs, "num_log_points": 2,
+        "learning_starts": warm * config.num_envs, "num_log_points": points,
         "num_probe_states": min(config.num_probe_states, warm * config.num_envs),
     })
     result = train_seeds(probe, range(seeds))
-    learning_steps = probe.num_vector_steps - probe.num_vector_steps // 2
-    return {"compile_s": result.compile_seconds, "step_s": result.segment_seconds[1] / learning_steps}
+    total = probe.num_vector_steps
+    per_step = [result.segment_seconds[p] / ((p + 1) * total // points - p * total // points) for p in range(1, points)]
+    return {"compile_s": result.compile_seconds, "step_s": min(per_step)}
 
 
 def features(seeds: int, members: int, n: int) -> np.ndarray:
     return np.array([1.0, seeds * members, seeds * members * n * n, seeds], dtype=float)
+
+
+def fit_cost_model(X, y) -> tuple[np.ndarray, float]:
+    """Coefficients of seconds per vector step over `features` (non-negative least squares on the
+    samples' rows X and seconds y), and the worst relative error on the samples."""
+    from scipy.optimize import nnls
+
+    X, y = np.asarray(X, dtype=float), np.asarray(y, dtype=float)
+    scale = X.max(axis=0)
+    coef, _ = nnls(X / scale, y)
+    coef = coef / scale
+    return coef, float(np.max(np.abs(X @ coef - y) / y))
+
+
+def project_study(study, coef: np.ndarray, compile_s: float) -> dict:
+    """Device-hours of every shard of `study` under the cost model `coef`: training per
+    kind/variant, compiles (one per program: boot and bootrp share programs) and the total."""
+    per_group: dict[str, float] = {}
+    programs = set()
+    for cell in study.cells():
+        cfg = cell.config
+        for start, stop in study.shards():
+            s = stop - start
+            group = f"{cell.kind}/{cell.variant}"
+            per_group[group] = per_group.get(group, 0.0) + cfg.num_vector_steps * float(
+                features(s, cfg.members, cell.hardness) @ coef) / 3600
+            programs.add((program_signature(cfg), s))
+    compile_h = len(programs) * compile_s / 3600
+    return {"train_h": per_group, "programs": len(programs), "compile_h": compile_h,
+            "total_h": sum(per_group.values()) + compile_h}
 
 
 def main() -> None:
@@ -117,37 +151,21 @@ def main() -> None:
         print(f"  timed {cell.kind} K={cell.ensemble_size:3d} n={cell.hardness:3d}: compile {m['compile_s']:5.1f} s, "
               f"{1e3 * m['step_s']:8.2f} ms per vector step ({time.perf_counter() - t0:.0f} s)", flush=True)
 
-    from scipy.optimize import nnls
-
-    X, y = np.array(X), np.array(y)
-    scale = X.max(axis=0)
-    coef, _ = nnls(X / scale, y)
-    coef = coef / scale
-    pred = X @ coef
+    coef, worst = fit_cost_model(X, y)
     print("cost model, seconds per vector step = "
           f"{coef[0]:.3g} + {coef[1]:.3g}*S*K + {coef[2]:.3g}*S*K*n^2 + {coef[3]:.3g}*S; "
-          f"worst relative error on the samples {np.max(np.abs(pred - y) / y):.0%}")
+          f"worst relative error on the samples {worst:.0%}")
     compile_s = float(np.median([m["compile_s"] for _, m in rows]))
 
-    per_group: dict[str, float] = {}
-    programs = set()
-    for cell in cells:
-        cfg = cell.config
-        for start, stop in study.shards():
-            s = stop - start
-            per_group.setdefault(f"{cell.kind}/{cell.variant}", 0.0)
-            per_group[f"{cell.kind}/{cell.variant}"] += cfg.num_vector_steps * float(features(s, cfg.members, cell.hardness) @ coef)
-            programs.add((program_signature(cfg), s))  # boot and bootrp share programs
-    train_h = sum(per_group.values()) / 3600
-    compile_h = len(programs) * compile_s / 3600
+    p = project_study(study, coef, compile_s)
     print(f"\nprojected device-hours for study '{study.name}' on this device ({jax.default_backend()}):")
-    for group, seconds in sorted(per_group.items()):
-        print(f"  train {group:28s} {seconds / 3600:9.2f} h")
-    print(f"  compile ({len(programs)} programs x {compile_s:.1f} s)   {compile_h:9.2f} h")
-    print(f"  TOTAL                              {train_h + compile_h:9.2f} h  "
+    for group, hours in sorted(p["train_h"].items()):
+        print(f"  train {group:28s} {hours:9.2f} h")
+    print(f"  compile ({p['programs']} programs x {compile_s:.1f} s)   {p['compile_h']:9.2f} h")
+    print(f"  TOTAL                              {p['total_h']:9.2f} h  "
           f"(analysis and figures: minutes, not counted)")
     if jax.default_backend() == "cpu":
-        print(f"  = {(train_h + compile_h) * len(jax.devices()):,.0f} CPU-core-hours "
+        print(f"  = {p['total_h'] * len(jax.devices()):,.0f} CPU-core-hours "
               f"({len(jax.devices())} core(s) per job, one per CPU device)")
 
 

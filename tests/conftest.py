@@ -15,6 +15,20 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "workflow"))  # deepsea_scaling without `pip install -e .`
 
+# One JAX compilation cache for the whole test session, shared by in-process
+# tests, the training command's subprocesses and Snakemake's training jobs
+# (they inherit the environment; the workflow's jobs use
+# $JAX_COMPILATION_CACHE_DIR when it is set). Set before anything imports jax,
+# which reads these variables once. Every program is cached, however fast it
+# compiled (JAX skips those under 1 s by default): the suite compiles the same
+# small programs in many processes. A cache the caller set is kept.
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+    import tempfile
+
+    _SESSION_CACHE = tempfile.mkdtemp(prefix="deepsea-tests-jax-cache-")
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = _SESSION_CACHE
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+
 # What a user's checkout of the workflow holds; results, logs and .snakemake stay out.
 WORKFLOW_FILES = ["Snakefile", "config.yaml", "workflow", "profiles", "envs"]
 _IGNORE = shutil.ignore_patterns("__pycache__", "*.pyc", ".snakemake", "results", "plots", "logs")
@@ -30,6 +44,12 @@ def copy_workflow(dest: Path) -> Path:
         elif src.exists():
             shutil.copy2(src, dest / name)
     return dest
+
+
+def pytest_unconfigure(config):
+    cache = globals().get("_SESSION_CACHE")
+    if cache and not hasattr(config, "workerinput"):  # the controller removes what it made
+        shutil.rmtree(cache, ignore_errors=True)
 
 
 @dataclass
@@ -116,7 +136,24 @@ def write_study_config(dest: Path, name: str, **changes) -> Path:
 
 
 @pytest.fixture(scope="session")
-def jax_cache_env(tmp_path_factory) -> dict[str, str]:
-    """Environment for real training runs: one JAX compilation cache for the
-    whole session, so a cell compiled once starts faster in later runs."""
-    return {"JAX_COMPILATION_CACHE_DIR": str(tmp_path_factory.mktemp("jax_cache"))}
+def jax_cache_env() -> dict[str, str]:
+    """Environment for real training runs: the session's JAX compilation cache
+    (set above for every process the tests start; named here for the runs
+    that pass their environment explicitly)."""
+    return {name: os.environ[name] for name in
+            ("JAX_COMPILATION_CACHE_DIR", "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS")}
+
+
+# ------------------------------------------- trained once, read by many tests
+@pytest.fixture(scope="session")
+def tiny_study(tmp_path_factory) -> Path:
+    """config.yaml's `tiny` study built for real with `--cores 2` in a copy of
+    the workflow: every table and figure (test_e2e.py), the pin's run table
+    (test_pin.py) and the cells trained alone that test_robustness.py compares
+    its grouped rows with. Trained once per session."""
+    pytest.importorskip("deepsea_scaling.engine")
+    wf = copy_workflow(tmp_path_factory.mktemp("tiny_study"))
+    # gpu=2: two training shards at once on the CPU (the profile's gpu=1 is for one GPU)
+    result = run_snakemake(wf, "--cores", "2", "--resources", "gpu=2", "--config", "study=tiny", timeout=1500)
+    assert result.returncode == 0, result.output[-5000:]
+    return wf

@@ -128,6 +128,9 @@ def test_batch_of_cells_writes_the_same_rows_as_separate_runs(tmp_path):
     ]
     res = cli("--batch", _json.dumps(entries))
     assert res.returncode == 0, res.stderr
+    meta = _json.loads((tmp_path / "batch" / "rp.json").read_text())  # each table's sidecar: its own entry
+    assert meta["seeds"] == [2, 4] and meta["batched_runs"] == 4 and meta["jax_backend"] == "cpu"
+    assert pd.read_parquet(entries[1]["out"])["config_hash"].unique().tolist() == [meta["config_hash"]]
     for entry, name in zip(entries, ["boot", "rp"]):
         cfg = entry["config"]
         alone = tmp_path / "alone" / f"{name}.parquet"

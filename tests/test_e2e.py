@@ -16,17 +16,9 @@ FIGURES = ["frontier_and_heatmaps", "residuals", "collapse", "probability_vs_n",
 
 
 @pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    """The tiny study built with --cores 2 in a copy of the workflow (about 2-4 min on a CPU)."""
-    pytest.importorskip("deepsea_scaling.engine")
-    from conftest import copy_workflow
-
-    wf = copy_workflow(tmp_path_factory.mktemp("e2e"))
-    # gpu=2: two training shards at once on the CPU (the profile's gpu=1 is for one GPU)
-    result = run_snakemake(wf, "--cores", "2", "--resources", "gpu=2", "--config", "study=tiny",
-                           timeout=1500)
-    assert result.returncode == 0, result.output[-5000:]
-    return wf
+def tiny_run(tiny_study):
+    """The tiny study built with --cores 2 (conftest.tiny_study: trained once per session)."""
+    return tiny_study
 
 
 def test_every_table_and_figure(tiny_run):
@@ -148,22 +140,3 @@ def test_report_is_self_contained(tiny_run):
         f"{f}.png" for f in FIGURES
     ]:
         assert name in html, name
-
-
-def test_grouped_training_gives_the_same_rows(tiny_run):
-    """train_grouping: shape trains boot with bootrp (one program per shape and shard): same rows."""
-    import yaml
-
-    config = yaml.safe_load((tiny_run / "config.yaml").read_text())
-    config["studies"]["tinyshape"] = dict(config["studies"]["tiny"], train_grouping="shape")
-    (tiny_run / "grouped.yaml").write_text(yaml.safe_dump(config))
-    args = ["results/tinyshape/runs.parquet", "--configfile", "grouped.yaml", "--config", "study=tinyshape"]
-    counts = run_snakemake(tiny_run, "-n", *args).job_counts()
-    assert counts["train_group"] == 12, counts  # 20 shards of 10 cells -> 12 jobs
-    result = run_snakemake(tiny_run, *args, "--cores", "2", timeout=900)
-    assert result.returncode == 0, result.output[-3000:]
-    keys = ["kind", "variant", "ensemble_size", "hardness", "seed"]
-    alone = pd.read_parquet(tiny_run / "results" / "tiny" / "runs.parquet").drop(columns="study")
-    grouped = pd.read_parquet(tiny_run / "results" / "tinyshape" / "runs.parquet").drop(columns="study")
-    alone, grouped = (t.sort_values(keys).reset_index(drop=True) for t in (alone, grouped))
-    pd.testing.assert_frame_equal(alone, grouped[alone.columns])

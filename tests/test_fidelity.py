@@ -158,9 +158,16 @@ def test_warmup_is_unlogged_members_fixed_and_budget_counts_learning_episodes(re
     assert np.array_equal(np.asarray(warm.active), np.asarray(state0.active))  # no resampling
     # learning-phase episodes only: E * (floor((W + S) / n) - floor(W / n)) = 24 * (13 - 5) = 192
     assert int(end.tracker.episodes) == E * ((W + S) // n - W // n) == 192
-    # the same warm-up with resampling changes members; inside the budget it is logged
+    # the same warm-up with resampling changes members
     resampled = fn(jax.random.key(0), default_hyper(dataclasses.replace(config, warmup_resample="resample")), 0)[1]
     assert not np.array_equal(np.asarray(resampled.active), np.asarray(state0.active))
+    # inside the budget (this engine's former default) the warm-up is logged: its W = 20 steps end
+    # W // n = 5 episodes in each of the E environments, and they count
+    inside = dataclasses.replace(config, warmup="inside")
+    inside_trainer = make_train(inside)
+    assert inside_trainer.learn_start == W
+    warm_inside = jax.jit(partial(advance, inside_trainer))(jax.random.key(0), default_hyper(inside), 0)[1]
+    assert int(warm_inside.tracker.episodes) == E * (W // n) == 120
 
 
 # ---------------------------------------------------------------- WEIGHT DECAY

@@ -153,31 +153,7 @@ def test_a_failed_write_leaves_neither_file_and_exits_in_one_line(tmp_path, monk
     assert not list(tmp_path.iterdir())  # no temporary file either
 
 
-# --------------------------------------------------------------- group mode
-@pytest.mark.slow
-def test_group_table_rows_equal_the_cells_trained_alone(tmp_path):
-    entries = [{"config": {**SMALL, "kind": "boot"}, "seeds": [0, 2]},
-               {"config": {**SMALL, "kind": "bootrp", "prior_scale": 1.0}, "seeds": [1, 3]}]
-    spec = tmp_path / "spec.json"
-    spec.write_text(json.dumps(entries))
-    group = tmp_path / "group.parquet"
-    res, _ = cli("--batch", f"@{spec}", "--out", str(group), "--quiet", timeout=600)
-    assert res.returncode == 0, res.stderr
-    table = pd.read_parquet(group)
-    meta = json.loads(group.with_suffix(".json").read_text())
-    assert [e["seeds"] for e in meta["entries"]] == [[0, 2], [1, 3]]
-    assert [e["config_hash"] for e in meta["entries"]] == table["config_hash"].unique().tolist()
-    assert meta["batched_runs"] == 4 and meta["jax_backend"] == "cpu"
-    alone = []
-    for i, entry in enumerate(entries):
-        out = tmp_path / f"alone{i}.parquet"
-        args = [f"--{k.replace('_', '-')}={v}" for k, v in entry["config"].items()]
-        res, _ = cli(*args, "--seeds", "{}:{}".format(*entry["seeds"]), "--out", str(out), "--quiet", timeout=600)
-        assert res.returncode == 0, res.stderr
-        alone.append(pd.read_parquet(out))
-    pd.testing.assert_frame_equal(table, pd.concat(alone, ignore_index=True))
-
-
+# ------------------------------------------------------- other environments
 @pytest.mark.slow
 def test_other_environment_trains_against_its_solved_return_labelled_by_name(tmp_path):
     """CartPole-v1 with DeepSea's default threshold: replaced by 475, said in the output,

@@ -1,22 +1,22 @@
-"""Nothing lost: interruptions, bad input, divergence and reruns.
+"""Nothing lost: interruptions, corrupt tables, new hyperparameters and copied results.
 
 Each guarantee of the robustness issue, on real (small) runs of the workflow:
 
 1. interrupted runs (SIGINT of the run, SIGKILL of Snakemake, SIGKILL of a
-   training job) rerun with the same command train only the unfinished groups
-   and end with the tables of an uninterrupted run;
-2. a training job killed while writing leaves nothing under the final name; a
-   truncated group table stops the merge with one line naming the file and
-   the command that rebuilds it (and that command works);
-3. reruns are deterministic; a changed hyperparameter plans new paths only;
-   the merge refuses a table of another configuration;
-4. a diverging run (learning rate 1e30) is recorded as diverged, not
-   discovered, its job completes and the convergence table counts it;
-5. bad input fails in under 10 s naming the key and what is allowed, before
-   any job starts (more cases in test_workflow.py and test_study.py);
-6. cluster faults: tests/test_slurm_workflow.py;
-7. results copied to another checkout are up to date: figures build there
-   without training (test_workflow.py checks the same with empty files).
+   training job while it writes) rerun with the same command train only the
+   unfinished groups and end with the tables of an uninterrupted run (so a
+   rerun is also deterministic: every table equals the reference's, exactly);
+2. a truncated or foreign group table stops the merge with one line naming the
+   file and the command that rebuilds it (and that command works);
+3. a changed hyperparameter plans new paths only;
+4. results copied to another checkout are up to date: figures build there
+   without training.
+The grouped path's rows equal the rows of the same cells trained alone
+(`test_grouped_rows_equal_the_tiny_studys_rows_of_the_same_cells`).
+
+Elsewhere: bad input (test_workflow.py, test_study.py, test_inputs.py),
+divergence (test_engine.py, test_stats.py), cluster faults
+(test_slurm_workflow.py).
 
 All runs use the study `rmini`, on the grouped path users run
 (`train_grouping: shape`): boot and bootrp with K = 2 at n = 4 train together,
@@ -256,6 +256,20 @@ def _rerun_and_check(checkout: Checkout, done: set[str], mtimes: dict, reference
     assert_same_tables(checkout.wf, reference.wf)
 
 
+@pytest.mark.slow
+def test_grouped_rows_equal_the_tiny_studys_rows_of_the_same_cells(reference, tiny_study):
+    """rmini trains boot with bootrp in one program per seed shard (train_grouping: shape); the tiny
+    study trains each cell alone (cell by cell). rmini's cells are tiny's K = 2, n = 4 cells with the
+    same hyperparameters, so the same config hashes and seeds: every row must be the same, exactly."""
+    keys = ["kind", "ensemble_size", "hardness", "seed"]
+    grouped = pd.read_parquet(reference.wf / "results" / STUDY / "runs.parquet").drop(columns="study")
+    alone = pd.read_parquet(tiny_study / "results" / "tiny" / "runs.parquet").drop(columns="study")
+    alone = alone[alone["config_hash"].isin(set(grouped["config_hash"]))]
+    assert len(alone) == len(grouped) == N_RUNS and set(grouped["kind"]) == {"boot", "bootrp", "eps"}
+    grouped, alone = (t.sort_values(keys, ignore_index=True) for t in (grouped, alone))
+    pd.testing.assert_frame_equal(grouped.map(_cells), alone[grouped.columns].map(_cells))
+
+
 # ------------------------------------------------------ 1. interrupted runs
 @pytest.mark.slow
 def test_sigint_then_same_command_trains_only_unfinished_groups(reference, tmp_path):
@@ -392,23 +406,7 @@ def test_corrupt_or_foreign_table_stops_merge_and_hint_rebuilds(reference, tmp_p
     assert_same_tables(wf, reference.wf)
 
 
-# ------------------------------------------------------- 3. determinism
-@pytest.mark.slow
-def test_second_run_gives_identical_tables(reference, tmp_path):
-    """The same study run a second time, from scratch in another checkout (the
-    JAX compilation cache now warm), gives the same group tables and tables."""
-    checkout = new_checkout(tmp_path, reference.env)
-    result = checkout.run()
-    assert result.returncode == 0, result.output[-3000:]
-    ours = {p.relative_to(checkout.wf): p for p in group_tables(checkout.wf)}
-    theirs = {p.relative_to(reference.wf): p for p in group_tables(reference.wf)}
-    assert sorted(ours) == sorted(theirs) and len(ours) == N_GROUPS
-    for rel in ours:
-        a, b = pd.read_parquet(ours[rel]), pd.read_parquet(theirs[rel])
-        pd.testing.assert_frame_equal(a.map(_cells), b.map(_cells), obj=str(rel))
-    assert_same_tables(checkout.wf, reference.wf)
-
-
+# ------------------------------------------- 3. new hyperparameters, new paths
 @pytest.mark.slow
 def test_changed_hyperparameter_plans_only_new_paths(reference, tmp_path):
     """With the reference's tables present, a changed learning rate plans every
@@ -433,78 +431,7 @@ def reference_hyperparameters(config: Path) -> dict:
     return yaml.safe_load(config.read_text())["studies"][STUDY]["hyperparameters"]
 
 
-# ---------------------------------------------------------- 4. divergence
-@pytest.mark.slow
-def test_diverged_runs_are_recorded_and_counted(tmp_path, jax_cache_env):
-    """A sweep variant with learning rate 1e30 beside the default: its runs are
-    diverged and not discovered, its job completes, the convergence table
-    counts them; the default variant's runs do not diverge."""
-    pytest.importorskip("deepsea_scaling.engine")
-    wf = copy_workflow(tmp_path / "wf")
-    config = write_study_config(
-        tmp_path / "rdiv.yaml", "rdiv",
-        kinds={"boot": {"ensemble_sizes": [2], "hardness": [4]}},
-        seeds_per_cell=2,
-        sweep={"learning_rate": {"values": [1.0e30]}},
-    )
-    result = run_snakemake(wf, "results/rdiv/convergence.csv", "--cores", "2",
-                           "--configfile", str(config), env=jax_cache_env)
-    assert result.returncode == 0, result.output[-3000:]
-    assert result.job_counts()["train_group"] == 2  # tiny's grouping: cell by cell
-
-    runs = pd.read_parquet(wf / "results" / "rdiv" / "runs.parquet")
-    bad, good = runs[runs["variant"] != "default"], runs[runs["variant"] == "default"]
-    assert len(bad) == len(good) == 2 and (bad["learning_rate"] == 1e30).all()
-    assert bad["diverged"].all() and not bad["discovered"].any(), bad
-    assert not good["diverged"].any(), good
-
-    cells = pd.read_csv(wf / "results" / "rdiv" / "convergence.csv").set_index("variant")
-    assert int(cells.loc[bad["variant"].iloc[0], "diverged"]) == 2, cells
-    assert int(cells.loc[bad["variant"].iloc[0], "successes"]) == 0, cells
-    assert int(cells.loc["default", "diverged"]) == 0, cells
-
-
-# --------------------------------------------------------- 5. bad input
-# What test_workflow.py does not feed in already (it has: unknown key, K=0,
-# empty list, n=1, unknown kind, wrong type, shard size 0, unknown
-# hyperparameter, unknown study).
-BAD_INPUT = {
-    "seeds_zero": ({"seeds_per_cell": 0}, "studies.rmini.seeds_per_cell", "must be >= 1"),
-    "seeds_negative": ({"seeds_per_cell": -3}, "studies.rmini.seeds_per_cell", "must be >= 1"),
-    "episodes_zero": ({"num_episodes": 0}, "studies.rmini.num_episodes", "must be >= 1"),
-    "shard_size_negative": ({"shard_size": -2}, "studies.rmini.shard_size", "must be >= 1"),
-    "no_kinds": ({"kinds": {}}, "studies.rmini.kinds", "give at least 1"),
-    "k_zero": ({"kinds": {"boot": {"ensemble_sizes": [0], "hardness": [4]}}},
-               "studies.rmini.kinds.boot.ensemble_sizes[0]", "must be >= 1"),
-    "n_one": ({"kinds": {"eps": {"hardness": [4, 1]}}}, "studies.rmini.kinds.eps.hardness[1]",
-              "must be >= 2"),
-    "unknown_kind": ({"kinds": {"ucb": {"ensemble_sizes": [2], "hardness": [4]}}},
-                     "studies.rmini.kinds.ucb", "allowed: boot, bootrp, eps"),
-    # checked by the training command's own validation (TrainConfig), through the workflow
-    "hyperparameter_type": ({"hyperparameters": {"rb_size": "large"}},
-                            "studies.rmini.hyperparameters.rb_size", "give an integer >= 1"),
-    "train_cli_range": ({"hyperparameters": {"rb_size": 1000, "learning_starts": 5000}},
-                        "studies.rmini.hyperparameters.learning_starts", "must be <= --rb-size"),
-}
-
-
-@pytest.mark.parametrize("case", sorted(BAD_INPUT))
-def test_bad_input_fails_fast_naming_key_and_allowed(workflow_dir, tmp_path, case):
-    changes, key, allowed = BAD_INPUT[case]
-    config = write_study_config(tmp_path / "bad.yaml", STUDY, **changes)
-    result = run_snakemake(workflow_dir, *TARGETS, "--cores", "1", "--configfile", str(config))
-    assert result.returncode != 0, result.output[-3000:]
-    # "under 10 s": on CPU time, which a loaded machine does not inflate (wall about 4 s unloaded)
-    assert result.cpu_seconds < 10, f"took {result.cpu_seconds:.1f} s of CPU ({result.seconds:.1f} s wall)"
-    lines = [line for line in result.output.splitlines() if f"{key}:" in line]
-    assert lines, result.output[-3000:]
-    assert len({line.split(f"{key}:", 1)[1] for line in lines}) == 1, lines  # one message
-    assert allowed in lines[0], lines[0]
-    assert "Select jobs to execute" not in result.output
-    assert not (workflow_dir / "results").exists() and not (workflow_dir / "logs").exists()
-
-
-# ------------------------------------------- 7. resume across machines
+# ------------------------------------------- 4. resume across machines
 @pytest.mark.slow
 def test_copied_results_build_figures_without_training(reference, tmp_path):
     """Results copied (timestamps kept, as rsync -a / cp -a do) into another

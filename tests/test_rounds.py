@@ -98,8 +98,11 @@ def test_frontier_design_stops_within_its_rounds_and_reuses_cells(config):
     trained = {d["hash"] for d in plans[-1]["decisions"] if d["decision"] == designs.TRAINED}
     assert trained == set(rounds.outcomes(rows))
     assert 0 < len(trained) < len(study.cells())
-    first_round = {h: r for r, p in enumerate(plans) for h, _, _ in reversed(p["units"])}
-    first_round = {h: min(r for r, p in enumerate(plans) if any(u[0] == h for u in p["units"])) for h in first_round}
+    first_round = {}  # each trained cell's hash -> the first round whose plan trains a shard of it
+    for r, plan in enumerate(plans):
+        for h, _, _ in plan["units"]:
+            first_round.setdefault(h, r)
+    assert set(first_round) == trained
     assert {d["hash"]: d["round"] for d in plans[-1]["decisions"] if d["round"] is not None} == first_round
 
 

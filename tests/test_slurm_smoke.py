@@ -15,7 +15,6 @@ failure. One snakemake run serves the toy tests (~1 min).
 
 from __future__ import annotations
 
-import re
 import sys
 import textwrap
 import time
@@ -26,7 +25,6 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import slurm_cluster as sc  # noqa: E402
-from conftest import run_snakemake  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 PROFILE = REPO / "profiles" / "slurm"
@@ -219,35 +217,3 @@ def test_profile_keys_are_snakemake_options():
     # runtime/mem of train_group come from the workflow's functions of attempt.
     assert not {"runtime", "mem_mb"} & set(profile["set-resources"]["train_group"])
     assert profile["groups"]["merge_runs"] == profile["groups"]["fit_psi"]
-
-
-@pytest.mark.slurm
-def test_dry_run_of_the_paper_study_asks_a_gpu_for_every_training_job(cluster, workflow_dir, tmp_path):
-    """With the live cluster's tools on PATH (sinfo answers) and no GPU on this
-    machine, every train_group job of the paper study (as a full grid, so that
-    every training job is planned at once; its own design is sequential) is
-    planned with gpu=1 (`sbatch --gpus=1`): the profile decides, not the
-    planning host. 13 (K, n) shapes x 36 seed shards = 468 jobs."""
-    spec = yaml.safe_load((REPO / "config.yaml").read_text())["studies"]["paper"]
-    spec.update(design="grid", train_grouping="shape")
-    grid = tmp_path / "paper_grid.yaml"
-    grid.write_text(yaml.safe_dump({"studies": {"paper": spec}}))
-    t0 = time.perf_counter()
-    result = run_snakemake(workflow_dir, "-n", "--profile", "profiles/slurm", "--configfile", str(grid),
-                           "--config", "study=paper", timeout=RUN_TIMEOUT_S)
-    seconds = time.perf_counter() - t0
-    assert result.returncode == 0, result.output[-3000:]
-    resources, inside = [], False
-    for line in result.output.splitlines():
-        stripped = line.strip()
-        if stripped.startswith(("rule ", "localrule ")):
-            inside = stripped.rstrip(":").split()[-1] == "train_group"
-        elif inside and stripped.startswith("resources:"):
-            resources.append(stripped)
-    counts = result.job_counts()
-    assert len(resources) == counts["train_group"] == 13 * 36, (counts, resources[:3])
-    assert all(re.search(r"\bgpu=1\b", r) for r in resources), [r for r in resources if "gpu=1" not in r][:3]
-    # only the one training rule trains; nothing was submitted
-    assert not any(rule.startswith("train_") and rule != "train_group" for rule in counts), counts
-    assert not sc.snakemake_slurm_ids(result.output), result.output[-2000:]
-    print(f"\npaper study (grid) SLURM dry run: {seconds:.1f} s")

@@ -53,14 +53,14 @@ def test_dry_run_of_every_study(workflow_dir, study):
 def test_every_study_lists_the_same_short_set_of_rules(workflow_dir):
     """One training rule whatever the study: no rule is generated per group."""
     listed = {}
-    for study in STUDIES:
+    for study in ("tiny", "paper"):  # a grid and a sequential design; the rules are the Snakefile's, not a study's
         result = run_snakemake(workflow_dir, "--list-rules", "--config", f"study={study}")
         assert result.returncode == 0, result.output[-3000:]
         listed[study] = sorted(line.strip() for line in result.output.splitlines()
                                if line.strip() and " " not in line.strip())
     assert all(rules == listed["tiny"] for rules in listed.values()), listed
     assert [rule for rule in listed["tiny"] if rule.startswith("train")] == ["train_group"]
-    assert len(listed["tiny"]) < 20
+    assert len(listed["tiny"]) < 25
 
 
 def test_one_figure_plans_only_what_it_needs(workflow_dir):
@@ -178,7 +178,8 @@ def _copytree_new_times(src, dst):
 
 # --------------------------------------------------------------- bad config
 # Each case: a change to config.yaml's tiny study (a study in a --configfile
-# replaces the study of that name whole), or top-level keys.
+# replaces the study of that name whole), or top-level keys; the key the one
+# line must name; and, where the check says what is allowed, that text.
 def _tiny(**changes):
     return lambda spec: spec.update(changes)
 
@@ -187,23 +188,42 @@ def _grid(kind, **grid):
     return lambda spec: spec["kinds"].update({kind: grid})
 
 
+TINY_HYPER = {"rb_size": 1000, "learning_starts": 500}
 BAD_CONFIGS = {
-    "typo": (_tiny(num_episode=400), "studies.tiny.num_episode"),
-    "zero_k": (_grid("boot", ensemble_sizes=[0, 2], hardness=[4, 6]), "studies.tiny.kinds.boot.ensemble_sizes[0]"),
-    "empty_grid": (_grid("boot", ensemble_sizes=[], hardness=[4, 6]), "studies.tiny.kinds.boot.ensemble_sizes"),
-    "hardness_one": (_grid("eps", hardness=[1]), "studies.tiny.kinds.eps.hardness[0]"),
-    "unknown_kind": (_grid("epsilon", hardness=[4]), "studies.tiny.kinds.epsilon"),
-    "wrong_type": (_tiny(seeds_per_cell="many"), "studies.tiny.seeds_per_cell"),
-    "no_shards": (_tiny(shard_size=0), "studies.tiny.shard_size"),
-    "orphan_shard": (_tiny(shard_size=3), "studies.tiny.shard_size"),
-    "zero_threads": ({"train_threads": 0}, "train_threads"),
-    "negative_gpus": ({"train_gpus": -1}, "train_gpus"),
-    "unknown_hyperparameter": (_tiny(hyperparameters={"learning_rat": 0.001}), "studies.tiny.hyperparameters.learning_rat"),
-    "threshold_above_one": (_tiny(hyperparameters={"rb_size": 1000, "learning_starts": 500, "discovery_threshold": 2.0}),
-                            "studies.tiny.hyperparameters.discovery_threshold"),
+    "typo": (_tiny(num_episode=400), "studies.tiny.num_episode", None),
+    "zero_k": (_grid("boot", ensemble_sizes=[0, 2], hardness=[4, 6]), "studies.tiny.kinds.boot.ensemble_sizes[0]",
+               "must be >= 1"),
+    "empty_grid": (_grid("boot", ensemble_sizes=[], hardness=[4, 6]), "studies.tiny.kinds.boot.ensemble_sizes", None),
+    "hardness_one": (_grid("eps", hardness=[1]), "studies.tiny.kinds.eps.hardness[0]", "must be >= 2"),
+    "unknown_kind": (_grid("ucb", ensemble_sizes=[2], hardness=[4]), "studies.tiny.kinds.ucb",
+                     "allowed: boot, bootrp, eps"),
+    "wrong_type": (_tiny(seeds_per_cell="many"), "studies.tiny.seeds_per_cell", None),
+    "seeds_zero": (_tiny(seeds_per_cell=0), "studies.tiny.seeds_per_cell", "must be >= 1"),
+    "seeds_negative": (_tiny(seeds_per_cell=-3), "studies.tiny.seeds_per_cell", "must be >= 1"),
+    "episodes_zero": (_tiny(num_episodes=0), "studies.tiny.num_episodes", "must be >= 1"),
+    "no_shards": (_tiny(shard_size=0), "studies.tiny.shard_size", "must be >= 1"),
+    "shard_size_negative": (_tiny(shard_size=-2), "studies.tiny.shard_size", "must be >= 1"),
+    "orphan_shard": (_tiny(shard_size=3), "studies.tiny.shard_size", None),
+    "no_kinds": (_tiny(kinds={}), "studies.tiny.kinds", "give at least 1"),
+    "zero_threads": ({"train_threads": 0}, "train_threads", None),
+    "negative_gpus": ({"train_gpus": -1}, "train_gpus", None),
+    "unknown_hyperparameter": (_tiny(hyperparameters={"learning_rat": 0.001}),
+                               "studies.tiny.hyperparameters.learning_rat", None),
+    # checked by the training command's own validation (TrainConfig), through the workflow
+    "hyperparameter_type": (_tiny(hyperparameters={"rb_size": "large"}), "studies.tiny.hyperparameters.rb_size",
+                            "give an integer >= 1"),
+    "train_cli_range": (_tiny(hyperparameters={"rb_size": 1000, "learning_starts": 5000}),
+                        "studies.tiny.hyperparameters.learning_starts", "must be <= --rb-size"),
+    "threshold_above_one": (_tiny(hyperparameters={**TINY_HYPER, "discovery_threshold": 2.0}),
+                            "studies.tiny.hyperparameters.discovery_threshold", "(0, 0.99]"),
     "region_min_above_max": (_tiny(critical_region={"hardness_min": 6, "hardness_max": 4, "ensemble_min": 2,
-                                                    "ensemble_max": 4}), "studies.tiny.critical_region.hardness_min"),
+                                                    "ensemble_max": 4}), "studies.tiny.critical_region.hardness_min",
+                             None),
 }
+# The cases that also go through Snakemake (the wiring: the Snakefile calls the
+# same loader before planning): a schema error, an unknown kind, TrainConfig's
+# own range check, a top-level setting.
+THROUGH_SNAKEMAKE = ["typo", "unknown_kind", "train_cli_range", "zero_threads"]
 
 
 def _bad_config_file(path, case):
@@ -211,7 +231,7 @@ def _bad_config_file(path, case):
 
     from conftest import REPO
 
-    change, _ = BAD_CONFIGS[case]
+    change = BAD_CONFIGS[case][0]
     if isinstance(change, dict):
         path.write_text(yaml.safe_dump(change))
         return path
@@ -221,27 +241,56 @@ def _bad_config_file(path, case):
     return path
 
 
-def _assert_fails_fast(result, key, wf):
+@pytest.mark.parametrize("case", sorted(BAD_CONFIGS))
+def test_every_bad_config_is_refused_in_one_line_naming_the_key(tmp_path, case):
+    """What the Snakefile runs on its config before planning (study.load_workflow_config), in-process, on
+    the config Snakemake merges from config.yaml, the --configfile and --config study=tiny."""
+    import yaml
+    from snakemake.utils import update_config
+
+    from conftest import REPO
+    from deepsea_scaling import study as S
+
+    _, key, allowed = BAD_CONFIGS[case]
+    user = yaml.safe_load(_bad_config_file(tmp_path / "bad.yaml", case).read_text())
+    command_line = {"study": "tiny"}
+    config = yaml.safe_load((REPO / "config.yaml").read_text())
+    update_config(config, user)
+    update_config(config, command_line)
+    schema = yaml.safe_load((REPO / "workflow" / "schemas" / "config.schema.yaml").read_text())
+    with pytest.raises(S.StudyError) as err:
+        S.load_workflow_config(config, [user], command_line, schema)
+    message = str(err.value)
+    assert message.startswith(f"{key}:") and "\n" not in message, message
+    if allowed:
+        assert allowed in message, message
+
+
+def _assert_fails_fast(result, key, wf, allowed=None):
     assert result.returncode != 0, result.output[-3000:]
-    assert f"{key}:" in result.output, result.output[-3000:]
+    lines = [line for line in result.output.splitlines() if f"{key}:" in line]
+    assert lines, result.output[-3000:]
+    assert len({line.split(f"{key}:", 1)[1] for line in lines}) == 1, lines  # one message
+    if allowed:
+        assert allowed in lines[0], lines[0]
     # "under 10 s": on CPU time, which a loaded machine does not inflate (wall about 4 s unloaded)
     assert result.cpu_seconds < 10, f"took {result.cpu_seconds:.1f} s of CPU ({result.seconds:.1f} s wall)"
     assert "Select jobs to execute" not in result.output
-    assert not (wf / "results").exists()
+    assert not (wf / "results").exists() and not (wf / "logs").exists()
 
 
-@pytest.mark.parametrize("case", sorted(BAD_CONFIGS))
+@pytest.mark.parametrize("case", THROUGH_SNAKEMAKE)
 def test_invalid_config_fails_fast_naming_the_key(workflow_dir, tmp_path, case):
-    _, key = BAD_CONFIGS[case]
+    _, key, allowed = BAD_CONFIGS[case]
     bad = _bad_config_file(tmp_path / "bad.yaml", case)
     result = run_snakemake(workflow_dir, "--cores", "1", "--configfile", str(bad), "--config", "study=tiny")
-    _assert_fails_fast(result, key, workflow_dir)
+    _assert_fails_fast(result, key, workflow_dir, allowed)
 
 
 def test_unknown_study_fails_fast(workflow_dir):
     result = run_snakemake(workflow_dir, "--cores", "1", "--config", "study=nope")
     _assert_fails_fast(result, "study", workflow_dir)
-    assert "choose one of ablation, default, paper, sweep, tiny" in result.output
+    assert "is not defined; choose one of ablation, default, paper" in result.output
 
 
 @pytest.mark.parametrize("design", ["reference", "frontier"])

@@ -181,8 +181,10 @@ class TrainConfig:
         Each field's type and bounds come from its declaration (`hp`); what
         depends on several fields or on the environment is checked here.
         """
-        for f in dataclasses.fields(self):
-            check_field(f.name, getattr(self, f.name), _option(f.name))
+        for name in FIELDS:
+            value = getattr(self, name)
+            if not field_ok(name, value):
+                check_field(name, value, _option(name))
 
         def bad(name: str, allowed: str) -> ConfigError:
             return ConfigError(f"{_option(name)}={_fmt(getattr(self, name))} is invalid: {allowed}")
@@ -217,7 +219,9 @@ class TrainConfig:
 
     # ------------------------------------------------------------ serialising
     def to_dict(self) -> dict:
-        d = dataclasses.asdict(self)
+        # Every field holds a scalar or a tuple of ints: no deep copy needed (dataclasses.asdict's
+        # copy was most of the time of expanding a study of thousands of cells).
+        d = {name: getattr(self, name) for name in FIELDS}
         d["hidden_sizes"] = ",".join(str(h) for h in self.hidden_sizes)
         return d
 
@@ -301,9 +305,8 @@ def accepted(name: str) -> str:
     return f"one or more comma-separated integers{bounds}, e.g. 24,24"
 
 
-def check_field(name: str, value: Any, where: str) -> None:
-    """ConfigError '<where>=<value> is invalid: give <accepted>' unless `value` is of the
-    field's type (no coercion: "2" is no integer) and within its declared bounds."""
+def field_ok(name: str, value: Any) -> bool:
+    """Whether `value` is of field `name`'s type (no coercion: "2" is no integer) and within its bounds."""
     f = FIELDS[name]
     meta, ftype = f.metadata, f.type
     if ftype == "bool":
@@ -321,7 +324,13 @@ def check_field(name: str, value: Any, where: str) -> None:
         ok = _within(value, meta)
     elif ok and ftype not in ("bool", "str"):
         ok = all(_within(v, meta) for v in value)
-    if not ok:
+    return ok
+
+
+def check_field(name: str, value: Any, where: str) -> None:
+    """ConfigError '<where>=<value> is invalid: give <accepted>' unless `field_ok(name, value)`."""
+    if not field_ok(name, value):
+        ftype = FIELDS[name].type
         shown = repr(value) if isinstance(value, str) and ftype != "str" else _fmt(value)
         raise ConfigError(f"{where}={shown} is invalid: give {accepted(name)}")
 

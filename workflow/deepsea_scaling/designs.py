@@ -40,6 +40,7 @@ import numpy as np
 from scipy import stats as sps
 
 from .cost import cell_cost_seconds
+from .study import DESIGNS  # the table of designs lives with the study's keys
 from .stats import _P_MAX, _P_MIN, _pearson_dispersion, _single_cell_psi, predicted_probability
 
 Cell = tuple  # (kind, K, n)
@@ -47,28 +48,6 @@ Outcome = Mapping[tuple, tuple]  # (kind, K, n) -> (successes, trials)
 
 TRAINED, ASSUMED_SOLVED, ASSUMED_UNSOLVED = "trained", "assumed_solved", "assumed_unsolved"
 _PSI_MAX = 0.999  # ψ guesses a round plans over stay below 1 (ψ̂·exp(2 se) may not)
-
-
-# ------------------------------------------------------------------ THE TABLE
-@dataclass(frozen=True)
-class Design:
-    name: str
-    summary: str
-    sequential: bool      # needs checkpoints: later cells depend on earlier outcomes
-    fit_cells: str        # which cells the ψ fit reads
-
-
-DESIGNS = {
-    d.name: d for d in (
-        Design("grid", "every cell of the grid, all seeds, one round", False, "all trained cells"),
-        Design("reference", "the research code's skip protocol (LIMIT zero cells per K row; n below the "
-               "largest fully solved n skipped), trained speculatively a few cells per round", True,
-               "the cells the protocol trained"),
-        Design("frontier", "pilot subgrid, ψ fit, then ≤ max_rounds rounds of the cells with most Fisher "
-               "information about ψ per CPU-second, plus coverage and boundary cells", True,
-               "all trained cells"),
-    )
-}
 
 
 # ------------------------------------------------------- REFERENCE PROTOCOL

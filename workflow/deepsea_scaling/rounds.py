@@ -21,7 +21,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
-from . import designs
 from .study import Cell, Study
 
 NOT_TRAINED = "not_trained"
@@ -85,6 +84,10 @@ def plan_round(study: Study, round_index: int, outcome: Mapping[str, tuple[int, 
 
 def _plan_kind(study: Study, cells: list[Cell], round_index: int, outcome, seeds_of) -> tuple[list, list]:
     """(new units, decisions once nothing is new) of one kind of one variant."""
+    # Imported here, not at the top: the Snakefile imports this module whenever it starts, and the
+    # designs bring scipy and statsmodels (about 2 s of every snakemake command, a study with no design too).
+    from . import designs
+
     by_key = {(c.kind, c.ensemble_size, c.hardness): c for c in cells}
     ks = sorted({c.ensemble_size for c in cells})
     ns = sorted({c.hardness for c in cells})
@@ -113,7 +116,6 @@ def _plan_kind(study: Study, cells: list[Cell], round_index: int, outcome, seeds
     settings = study.frontier_settings(kind)
     if round_index == 0:
         wanted = designs.frontier_start(kind, ks, ns, settings)  # the pilot, or planned under a prior ψ
-        stop = False
     else:
         wanted = designs.frontier_round(kind, ks, ns, known, round_index, settings).seeds
     units = [u for key, seeds in wanted.items()

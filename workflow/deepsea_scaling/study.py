@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import math
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
@@ -31,6 +30,32 @@ _TRAIN_FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
 
 class StudyError(ValueError):
     """A study of config.yaml cannot be expanded; the one-line message names the key."""
+
+
+# ------------------------------------------------------------- THE DESIGNS
+# The values of a study's `design:` key (the algorithms are in designs.py; the
+# table is here so that reading a config never imports them, nor scipy and
+# statsmodels with them: the Snakefile reads it at every start).
+@dataclass(frozen=True)
+class Design:
+    name: str
+    summary: str
+    sequential: bool      # needs checkpoints: later cells depend on earlier outcomes
+    fit_cells: str        # which cells the ψ fit reads
+
+
+DESIGNS = {
+    d.name: d for d in (
+        Design("grid", "every cell of the grid, all seeds, one round", False, "all trained cells"),
+        Design("reference", "the research code's skip protocol (LIMIT zero cells per K row; n below the "
+               "largest fully solved n skipped), trained speculatively a few cells per round", True,
+               "the cells the protocol trained"),
+        Design("frontier", "pilot subgrid, ψ fit, then ≤ max_rounds rounds of the cells with most Fisher "
+               "information about ψ per CPU-second, plus coverage and boundary cells", True,
+               "all trained cells"),
+    )
+}
+
 
 
 @dataclass(frozen=True)
@@ -82,8 +107,6 @@ class Study:
     @property
     def sequential(self) -> bool:
         """True when later cells depend on earlier outcomes (trained round by round)."""
-        from .designs import DESIGNS
-
         return DESIGNS[self.design].sequential
 
     def frontier_settings(self, kind: str):
@@ -169,6 +192,19 @@ def replace_studies_whole(config: dict, configfiles: Sequence[Mapping | None],
         else:
             config[key] = value
     return config
+
+
+def load_workflow_config(config: dict, configfiles: Sequence[Mapping | None], command_line: Mapping | None,
+                         schema: Mapping[str, Any]) -> dict[str, Study]:
+    """What the Snakefile does with its config before planning anything: a
+    `--configfile` study replaces config.yaml's of that name whole, then the
+    schema, then every study's semantics. Returns every study by name; raises
+    StudyError with one line naming the first bad key. `config` is Snakemake's
+    merged config (config.yaml, the config files, `--config`), edited in place.
+    """
+    replace_studies_whole(config, configfiles, command_line)
+    validate_config(config, schema)
+    return load_all_studies(config)
 
 
 def load_study(config: Mapping[str, Any], name: str) -> Study:

@@ -24,15 +24,14 @@ from deepsea_scaling import study as study_lib
 # config.yaml's kinds to the user's study). Then the schema (types, ranges,
 # unknown keys) and the semantics (TrainConfig fields and bounds, the chosen
 # study defined): one line naming the key, before any job is planned.
-study_lib.replace_studies_whole(
+with open(Path(workflow.basedir) / "workflow" / "schemas" / "config.schema.yaml") as f:
+    CONFIG_SCHEMA = yaml.safe_load(f)
+STUDIES = study_lib.load_workflow_config(
     config,
     [yaml.safe_load(Path(p).read_text()) for p in workflow.config_settings.configfiles],
     dict(workflow.config_settings.config),
+    CONFIG_SCHEMA,
 )
-with open(Path(workflow.basedir) / "workflow" / "schemas" / "config.schema.yaml") as f:
-    CONFIG_SCHEMA = yaml.safe_load(f)
-study_lib.validate_config(config, CONFIG_SCHEMA)
-STUDIES = study_lib.load_all_studies(config)
 STUDY = STUDIES[config["study"]]
 
 # Every study's training jobs, by study and group name (a few ms per study).

@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -145,15 +146,39 @@ def jax_cache_env() -> dict[str, str]:
 
 
 # ------------------------------------------- trained once, read by many tests
+@contextmanager
+def _exclusive(lock: Path):
+    """Hold an exclusive lock on the file `lock` (blocking): one pytest-xdist worker at a time."""
+    import fcntl
+
+    with open(lock, "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 @pytest.fixture(scope="session")
 def tiny_study(tmp_path_factory) -> Path:
     """config.yaml's `tiny` study built for real with `--cores 2` in a copy of
     the workflow: every table and figure (test_e2e.py), the pin's run table
     (test_pin.py) and the cells trained alone that test_robustness.py compares
-    its grouped rows with. Trained once per session."""
+    its grouped rows with. Trained once per test run: under pytest-xdist the
+    first worker that asks trains it, in a folder all workers share, and the
+    others wait for it and read it."""
     pytest.importorskip("deepsea_scaling.engine")
-    wf = copy_workflow(tmp_path_factory.mktemp("tiny_study"))
-    # gpu=2: two training shards at once on the CPU (the profile's gpu=1 is for one GPU)
-    result = run_snakemake(wf, "--cores", "2", "--resources", "gpu=2", "--config", "study=tiny", timeout=1500)
-    assert result.returncode == 0, result.output[-5000:]
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # the run's folder, above each worker's own
+    wf, done = root / "tiny_study", root / "tiny_study.done"
+    with _exclusive(root / "tiny_study.lock"):
+        if not done.exists():
+            shutil.rmtree(wf, ignore_errors=True)  # what a worker that failed left
+            copy_workflow(wf)
+            # gpu=2: two training shards at once on the CPU (the profile's gpu=1 is for one GPU)
+            result = run_snakemake(wf, "--cores", "2", "--resources", "gpu=2", "--config", "study=tiny",
+                                   timeout=1500)
+            assert result.returncode == 0, result.output[-5000:]
+            done.touch()
     return wf

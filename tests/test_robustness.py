@@ -256,20 +256,6 @@ def _rerun_and_check(checkout: Checkout, done: set[str], mtimes: dict, reference
     assert_same_tables(checkout.wf, reference.wf)
 
 
-@pytest.mark.slow
-def test_grouped_rows_equal_the_tiny_studys_rows_of_the_same_cells(reference, tiny_study):
-    """rmini trains boot with bootrp in one program per seed shard (train_grouping: shape); the tiny
-    study trains each cell alone (cell by cell). rmini's cells are tiny's K = 2, n = 4 cells with the
-    same hyperparameters, so the same config hashes and seeds: every row must be the same, exactly."""
-    keys = ["kind", "ensemble_size", "hardness", "seed"]
-    grouped = pd.read_parquet(reference.wf / "results" / STUDY / "runs.parquet").drop(columns="study")
-    alone = pd.read_parquet(tiny_study / "results" / "tiny" / "runs.parquet").drop(columns="study")
-    alone = alone[alone["config_hash"].isin(set(grouped["config_hash"]))]
-    assert len(alone) == len(grouped) == N_RUNS and set(grouped["kind"]) == {"boot", "bootrp", "eps"}
-    grouped, alone = (t.sort_values(keys, ignore_index=True) for t in (grouped, alone))
-    pd.testing.assert_frame_equal(grouped.map(_cells), alone[grouped.columns].map(_cells))
-
-
 # ------------------------------------------------------ 1. interrupted runs
 @pytest.mark.slow
 def test_sigint_then_same_command_trains_only_unfinished_groups(reference, tmp_path):
@@ -452,3 +438,19 @@ def test_copied_results_build_figures_without_training(reference, tmp_path):
     plan = fresh.run("-n")
     assert plan.returncode == 0, plan.output[-3000:]
     assert "train_group" not in plan.job_counts(), plan.output[-3000:]
+
+
+# ------------------------------------------- 5. grouped rows, the same as alone
+# Last in the module: under pytest-xdist another worker is likely to have trained the tiny study by then.
+@pytest.mark.slow
+def test_grouped_rows_equal_the_tiny_studys_rows_of_the_same_cells(reference, tiny_study):
+    """rmini trains boot with bootrp in one program per seed shard (train_grouping: shape); the tiny
+    study trains each cell alone (cell by cell). rmini's cells are tiny's K = 2, n = 4 cells with the
+    same hyperparameters, so the same config hashes and seeds: every row must be the same, exactly."""
+    keys = ["kind", "ensemble_size", "hardness", "seed"]
+    grouped = pd.read_parquet(reference.wf / "results" / STUDY / "runs.parquet").drop(columns="study")
+    alone = pd.read_parquet(tiny_study / "results" / "tiny" / "runs.parquet").drop(columns="study")
+    alone = alone[alone["config_hash"].isin(set(grouped["config_hash"]))]
+    assert len(alone) == len(grouped) == N_RUNS and set(grouped["kind"]) == {"boot", "bootrp", "eps"}
+    grouped, alone = (t.sort_values(keys, ignore_index=True) for t in (grouped, alone))
+    pd.testing.assert_frame_equal(grouped.map(_cells), alone[grouped.columns].map(_cells))

@@ -47,20 +47,6 @@ def copy_workflow(dest: Path) -> Path:
     return dest
 
 
-# The modules that take longest, longest first (seconds measured serially on a
-# 2-core CPU): pytest-xdist (`--dist loadfile`, pyproject.toml) hands modules
-# to its workers in collection order, so starting with these lets the workers
-# finish together instead of one waiting on the other's last long module.
-LONGEST_FIRST = ["test_designs_e2e.py", "test_slurm_workflow.py", "test_robustness.py", "test_engine.py",
-                 "test_e2e.py", "test_cli.py", "test_slurm_smoke.py", "test_workflow.py", "test_gpu_check.py",
-                 "test_fidelity.py", "test_budget.py"]
-
-
-def pytest_collection_modifyitems(config, items):
-    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
-    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: each module keeps its order
-
-
 def pytest_unconfigure(config):
     cache = globals().get("_SESSION_CACHE")
     if cache and not hasattr(config, "workerinput"):  # the controller removes what it made

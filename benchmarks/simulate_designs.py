@@ -2,7 +2,7 @@
 
     python benchmarks/simulate_designs.py --studies 400
 
-Each simulated study draws every cell of the paper grid (REFERENCE.md,
+Each simulated study draws every cell of the paper grid (docs/SCIENCE.md,
 "Grids") from the published law, ψ 0.80 (boot) and 0.87 (bootrp), with beta
 overdispersion matching the published Pearson dispersions 4.1 and 8.1 at 32
 seeds; every seed of every cell is fixed once, so the designs see the same

@@ -7,8 +7,8 @@ Each cell runs in a fresh process, so "end to end" includes Python start, the
 imports and compilation, as the research code's figures did. Prints: seconds to
 import, compile and run; vector steps and environment steps per second; peak
 resident memory; and the ratio to the research code's figures measured on the
-same machine kind (REFERENCE: named cell 43 s end to end, 6.5 ms per vector
-step; large cell 245 s, 133 ms). On a CPU each cell runs once per entry of
+same kind of machine (docs/SCIENCE.md, "Running the original code on a CPU":
+named cell 43 s end to end, 6.5 ms per vector step; large cell 245 s, 133 ms). On a CPU each cell runs once per entry of
 --cpu-devices: its seeds split over that many XLA CPU devices, one core each (as
 `deepsea-train --cpu-devices N` and the workflow's `train_threads` do).
 """

@@ -28,7 +28,8 @@ SUCCESSES = {
 OUTCOME = {(kind, k, n): (rows[k][j], TRIALS) for kind, rows in SUCCESSES.items() for k in KS
            for j, n in enumerate(NS)}
 
-# Worked by hand from REFERENCE.md's pseudo-code; columns n = 3..8.
+# Worked by hand from the protocol's pseudo-code (docs/SCIENCE.md, "The research code's
+# study protocol"); columns n = 3..8.
 EXPECTED_LIMIT_3 = {
     ("a", 1): [T, T, T, T, T, U],   # third zero cell at n = 7: n = 8 not trained (its 3 successes unseen)
     ("a", 2): [T, T, T, T, T, T],   # two zero cells only; last_full 3 → 4

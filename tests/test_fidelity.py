@@ -3,7 +3,7 @@
 The expected values are computed here from the research code's rules, not
 from the engine: 1/sqrt(fan_in) from the layer sizes, the learning-phase episode
 count from ⌊(W + S)/n⌋ − ⌊W/n⌋, the decay factor exp(−lr·K·wd·steps), the shared
-maps' check values from REFERENCE.md, the target copy after the 50th gradient step.
+maps' check values (docs/RESEARCH_CODE.md, "1. Action map"), the target copy after the 50th gradient step.
 """
 
 import dataclasses

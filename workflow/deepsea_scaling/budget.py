@@ -39,7 +39,7 @@ from .simulate import PUBLISHED_PSI
 # Budget-independent kinds: those whose training does not depend on the total budget.
 BUDGET_FREE_KINDS = tuple(name for name, kind in KINDS.items() if kind.explores_by == "member")
 
-# The published fits (Knyazev's paper): ψ ± the half-width of its 95% interval, at 50,000 episodes per run.
+# The published fits (Knyazhitskiy's paper, docs/SCIENCE.md): ψ ± the half-width of its 95% interval, at 50,000 episodes per run.
 PUBLISHED_BUDGET = 50_000
 PUBLISHED_HALF_WIDTH = {"boot": 0.01, "bootrp": 0.02}
 PUBLISHED = {kind: (PUBLISHED_PSI[kind], PUBLISHED_HALF_WIDTH[kind]) for kind in PUBLISHED_HALF_WIDTH}

@@ -2,8 +2,8 @@
 
 `TrainConfig` is the single source of truth: its fields, defaults and one-line
 docs become the command line of `deepsea_scaling.train`, the columns of the run
-table and the input of `config_hash`. Defaults are those of REFERENCE.md (the
-research code).
+table and the input of `config_hash`. Defaults are the research code's
+(docs/SCIENCE.md, "Hyperparameter defaults").
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 Three designs, one table (`DESIGNS`):
 
 - grid: every cell, all seeds, in one round (the behaviour before designs).
-- reference: exactly the research code's decisions (REFERENCE.md, "The
+- reference: exactly the research code's decisions (docs/SCIENCE.md, "The
   research code's study protocol"). The protocol is sequential; the workflow
   trains a few cells per round speculatively (`speculative_round`) and accepts
   them in the protocol's order (`reference_protocol`).

@@ -1,6 +1,6 @@
 """Per-run discovery bookkeeping, updated inside the training step, and its summary.
 
-Definitions (REFERENCE.md):
+Definitions (docs/SCIENCE.md, "Metrics"):
 - discovered: some training episode had return >= the discovery threshold;
   `episodes_to_discovery` counts episodes (over all parallel envs, in order of
   completion, ties broken by env index) up to and including the first such one.

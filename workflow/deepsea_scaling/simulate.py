@@ -16,7 +16,7 @@ import pandas as pd
 
 from .stats import predicted_probability
 
-# Main heatmap grid of the reference study (REFERENCE.md, "Grids").
+# Main heatmap grid of the reference study (docs/SCIENCE.md, "Grids").
 PAPER_NS = tuple(range(3, 12)) + tuple(range(12, 31, 2)) + tuple(range(32, 97, 4))
 PAPER_KS = (1, 2, 3, 4, 6, 8, 10, 12, 16, 20, 24, 32, 40)
 
@@ -142,7 +142,7 @@ def simulate_runs(psi_by_kind: Mapping[str, float], ks: Sequence[int], ns: Seque
 
 
 # ------------------------------------------------------- STUDY DESIGNS
-# The published law (REFERENCE.md): ψ and the Pearson dispersion of 32-seed cells.
+# The published law (docs/SCIENCE.md, "Published results"): ψ and the Pearson dispersion of 32-seed cells.
 PUBLISHED_PSI = {"boot": 0.80, "bootrp": 0.87}
 PUBLISHED_DISPERSION = {"boot": 4.1, "bootrp": 8.1}
 

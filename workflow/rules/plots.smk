@@ -1,4 +1,4 @@
-# The figures of REFERENCE.md, one rule and one target each (PNG in the
+# The figures of the reference study (docs/SCIENCE.md, "Figures"), one rule and one target each (PNG in the
 # report, PDF beside it). Figures of a sweep study show its default variant;
 # the sweep figures compare the variants.
 

@@ -29,7 +29,7 @@ SOLVED_RETURNS = {"CartPole-v1": 475.0, "Acrobot-v1": -100.0, "MountainCar-v0": 
 PRESET = "preset"  # an option's value "from --fidelity"
 # The research code's behaviours (docs/RESEARCH_CODE.md) and this project's defaults, per option:
 # the defaults are the research code's where the ablation study found that a behaviour
-# moves discovery (init, warmup) and this engine's elsewhere (README, "Which differences matter").
+# moves discovery (init, warmup) and this engine's elsewhere (docs/FINDINGS.md, "Which differences matter").
 PRESETS = {
     "default": {"init": "uniform", "warmup": "outside", "warmup_resample": "resample", "initial_target": "copy",
                 "decay_scope": "online", "action_map": "per_run", "loss_reduction": "sum"},

@@ -115,5 +115,15 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
+def cpu_model() -> str:
+    """The CPU's model name (Linux: /proc/cpuinfo), else what the platform module knows."""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
 def host_facts() -> dict[str, str]:
-    return {"hostname": socket.gethostname(), "platform": platform.platform(), "processor": platform.machine()}
+    return {"hostname": socket.gethostname(), "platform": platform.platform(), "processor": platform.machine(),
+            "cpu_model": cpu_model(), "cpu_count": str(os.cpu_count())}

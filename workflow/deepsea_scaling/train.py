@@ -27,6 +27,8 @@ from pathlib import Path
 from .config import FIELDS, ConfigError, TrainConfig, accepted, config_hash, for_environment, program_signature
 from .kinds import KINDS
 
+PROCESS_T0 = time.perf_counter()  # (nearly) process start: jax and the engine load later
+
 PROG = "deepsea-train"
 BATCH_HELP = (
     'several cells in one compiled program: a JSON list (inline, or @FILE to read it from FILE) of '
@@ -71,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
                           "number of runs, else the largest divisor below N is used; no effect on a GPU). "
                           "Training is the same; the Q-diversity curve can differ in the last bit.")
     run.add_argument("--quiet", action="store_true", help="no progress lines")
-    hp = parser.add_argument_group("hyperparameters (defaults: REFERENCE.md; bounds: TrainConfig's declarations)")
+    hp = parser.add_argument_group("hyperparameters (defaults: docs/SCIENCE.md; bounds: TrainConfig's declarations)")
     for f in dataclasses.fields(TrainConfig):
         flag = "--" + f.name.replace("_", "-")
         names = [flag, "--episodes"] if f.name == "num_episodes" else [flag]
@@ -300,6 +302,7 @@ def main(argv: list[str] | None = None) -> int:
             "compile_seconds": round(result.compile_seconds, 3),
             "run_seconds": round(result.run_seconds, 3),
             "wall_seconds": round(time.perf_counter() - t0, 3),
+            "process_seconds": round(time.perf_counter() - PROCESS_T0, 3),  # with imports and set-up
             "vector_steps_per_second": round(first.config.num_vector_steps / max(result.run_seconds, 1e-9), 1),
             "started_utc": started.isoformat(timespec="seconds"),
             "finished_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),

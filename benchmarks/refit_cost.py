@@ -1,0 +1,124 @@
+"""Refit the cost model on the training jobs a study actually ran, and print measured against predicted.
+
+    python benchmarks/refit_cost.py --study paper_check          # in the checkout that ran it
+    python benchmarks/refit_cost.py --study paper_check --log .snakemake/log/*.snakemake.log
+
+Every training job writes its provenance beside its table
+(results/<study>/runs/*.json): compile seconds, training seconds, the wall
+seconds from the start of training to the table written and (newer jobs)
+`process_seconds` from the process's start. For older jobs the process wall is
+read from Snakemake's logs when given (`--log`: the job's start and finish
+stamps, 1 s resolution), else the job's start-up is the fit's median.
+
+The fit (`cost.fit_coefficients`): seconds per vector step
+a + b * pairs + c * pairs * n^2 (pairs = runs x members) by non-negative least
+squares on relative errors; start-up and compile per job as medians. Then each
+job's predicted wall (start-up + compile + training) is printed beside its
+measured wall, with the worst and the median relative error, and the
+coefficients to put in `cost.COSTS`. The machine (CPU model, cores) and the
+number of jobs running side by side matter: run the study as you mean to
+use the model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "workflow"))
+
+from deepsea_scaling import cost  # noqa: E402
+from deepsea_scaling.config import TrainConfig  # noqa: E402
+from deepsea_scaling.io import cpu_model  # noqa: E402
+
+
+def snakemake_walls(logs: list[Path]) -> dict[str, float]:
+    """Table stem -> seconds from a train_group job's start stamp to its finish stamp, from Snakemake logs."""
+    walls: dict[str, float] = {}
+    stamp = re.compile(r"^\[(\w{3} \w{3} +\d+ \d\d:\d\d:\d\d \d{4})\]$")
+    for log in logs:
+        started: dict[str, tuple[datetime, str]] = {}
+        when, rule, out = None, None, None
+        for line in log.read_text(errors="replace").splitlines():
+            m = stamp.match(line.strip())
+            if m:
+                when, rule, out = datetime.strptime(m.group(1), "%a %b %d %H:%M:%S %Y"), None, None
+                continue
+            line = line.strip()
+            if line.endswith("rule train_group:"):
+                rule = "train_group"
+            elif rule == "train_group" and line.startswith("output:"):
+                out = Path(line.split()[1].rstrip(",")).stem
+            elif rule == "train_group" and line.startswith("jobid:") and when is not None and out:
+                started[line.split()[1]] = (when, out)
+            elif line.startswith("Finished jobid:") and when is not None:
+                job = line.split()[2]
+                if job in started:
+                    t, stem = started.pop(job)
+                    walls[stem] = (when - t).total_seconds()
+    return walls
+
+
+def load_jobs(study: str, logs: list[Path]) -> list[dict]:
+    walls = snakemake_walls(logs)
+    jobs = []
+    for path in sorted((Path("results") / study / "runs").glob("*.json")):
+        prov = json.loads(path.read_text())
+        configs = [TrainConfig.from_dict(e["config"]) for e in prov["entries"]]
+        if len({(c.kind, c.ensemble_size, c.hardness) for c in configs}) != 1:
+            continue  # a group of several cells: its cost is no one cell's
+        runs = sum(e["seeds"][1] - e["seeds"][0] for e in prov["entries"])
+        process = prov.get("process_seconds", walls.get(path.stem))
+        jobs.append(dict(name=path.stem, config=configs[0], runs=runs, train_seconds=prov["run_seconds"],
+                         compile_seconds=prov["compile_seconds"], wall_seconds=prov["wall_seconds"],
+                         process_seconds=process, started=prov.get("started_utc", "")))
+    return jobs
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--study", default="paper_check")
+    parser.add_argument("--log", type=Path, nargs="*", default=[], help="Snakemake logs of the study's runs")
+    parser.add_argument("--since", default="", help="only jobs started at or after this UTC time (ISO)")
+    args = parser.parse_args(argv)
+    jobs = [j for j in load_jobs(args.study, args.log) if j["started"] >= args.since]
+    if len(jobs) < 3:
+        parser.exit(2, f"refit_cost.py: {len(jobs)} one-cell jobs in results/{args.study}/runs"
+                       f"{' since ' + args.since if args.since else ''}; need at least 3: run the study first\n")
+    # the process wall where known (start-up includes imports); else the training wall
+    for j in jobs:
+        if j["process_seconds"] is not None:
+            j["wall_seconds"] = max(j["process_seconds"], j["wall_seconds"])
+    fit = cost.fit_coefficients(jobs)
+    fidelity = jobs[0]["config"].fidelity
+    import os
+    print(f"{len(jobs)} jobs of study {args.study} ({fidelity} mode); this machine: {cpu_model()}, "
+          f"{os.cpu_count()} cores")
+    print(f"{'job':<30} {'kind':<6} {'K':>3} {'n':>3} {'runs':>4} {'measured s':>10} {'predicted s':>11} {'error':>7}")
+    errors = []
+    for j in sorted(jobs, key=lambda j: j["wall_seconds"]):
+        c = j["config"]
+        rows = c.hardness**2 if c.is_deepsea else 0
+        predicted = fit.startup + fit.compile + fit.train_seconds(c.num_vector_steps, j["runs"] * c.members, rows)
+        err = predicted / j["wall_seconds"] - 1
+        errors.append(err)
+        print(f"{j['name']:<30} {c.kind:<6} {c.ensemble_size:>3} {c.hardness:>3} {j['runs']:>4} "
+              f"{j['wall_seconds']:>10.1f} {predicted:>11.1f} {err:>+7.0%}")
+    errors = np.abs(errors)
+    with_process = sum(j["process_seconds"] is not None for j in jobs)
+    print(f"\nworst error {errors.max():.0%}, median {np.median(errors):.0%} "
+          f"({with_process} of {len(jobs)} walls from process start, the rest from training start)")
+    print(f"Coefficients(step={fit.step:.3g}, pair={fit.pair:.3g}, pair_row={fit.pair_row:.3g}, "
+          f"startup={fit.startup:.1f}, compile={fit.compile:.1f})")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

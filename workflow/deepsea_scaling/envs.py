@@ -14,17 +14,45 @@ row * n + column, so nothing stores n x n one-hot arrays).
 
 from __future__ import annotations
 
+import importlib.util
+import sys
+import types
 from dataclasses import dataclass
 from typing import Any
 
-import gymnax
-import jax
-import jax.numpy as jnp
-from flax import struct
-from gymnax.environments import spaces
-from gymnax.environments.bsuite.deep_sea import DeepSea, EnvParams as DeepSeaEnvParams
 
-from .config import ConfigError, TrainConfig
+def _load_on_first_use(name: str) -> None:
+    """Put a stand-in for module `name` in sys.modules that imports the real one on first use.
+
+    gymnax imports seaborn and matplotlib.pyplot at the top of its Pong and
+    Rooms environments, for rendering only: about 1.5 s of every training
+    process's start-up, deferred here to the first attribute access (never,
+    in training). The first access swaps the real module in.
+    """
+    if name in sys.modules or importlib.util.find_spec(name.partition(".")[0]) is None:
+        return
+    stand_in = types.ModuleType(name, f"{name}, imported on first use (deepsea_scaling.envs)")
+
+    def __getattr__(attr: str):
+        if sys.modules.get(name) is stand_in:
+            del sys.modules[name]
+        return getattr(importlib.import_module(name), attr)
+
+    stand_in.__getattr__ = __getattr__
+    sys.modules[name] = stand_in
+
+
+for _name in ("seaborn", "matplotlib.pyplot"):
+    _load_on_first_use(_name)
+
+import gymnax  # noqa: E402
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+from flax import struct  # noqa: E402
+from gymnax.environments import spaces  # noqa: E402
+from gymnax.environments.bsuite.deep_sea import DeepSea, EnvParams as DeepSeaEnvParams  # noqa: E402
+
+from .config import ConfigError, TrainConfig  # noqa: E402
 
 
 @struct.dataclass

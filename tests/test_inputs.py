@@ -119,7 +119,17 @@ def test_traced_hyperparameters_are_generated_from_the_declarations():
     from deepsea_scaling.agent import Hyper, hyper_of
 
     traced = [f.name for f in C.FIELDS.values() if f.metadata["traced"] is True]
-    assert list(Hyper.__dataclass_fields__) == traced == list(C.HYPER_FIELDS)
+    assert traced == list(C.HYPER_FIELDS)
+    flags = {name: C.FIELDS[name].metadata["flag"] for name in traced}
+    assert list(Hyper.__dataclass_fields__) == [flags[name][0] if flags[name] else name for name in traced]
+    for name, flag in flags.items():  # every traced choice is a named boolean, true for one named value
+        if C.FIELDS[name].type == "str":
+            assert flag and flag[1] in C.FIELDS[name].metadata["choices"], name
+    assert {"mean_loss", "independent_target", "fixed_warmup_members"} <= set(Hyper.__dataclass_fields__)
+    reference = hyper_of(TrainConfig(kind="boot", ensemble_size=4, fidelity="reference"))
+    assert bool(reference.mean_loss) and bool(reference.independent_target) and bool(reference.fixed_warmup_members)
+    default = hyper_of(TrainConfig(kind="boot", ensemble_size=4))
+    assert not (bool(default.mean_loss) or bool(default.independent_target) or bool(default.fixed_warmup_members))
     assert set(C.TRACED_FIELDS) == set(traced) | {"base_seed"}
     hyper = hyper_of(TrainConfig(kind="boot", ensemble_size=4))
     assert float(hyper.prior_scale) == 0.0 and float(hyper.learning_rate) == pytest.approx(4 * 2e-4)

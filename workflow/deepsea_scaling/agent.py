@@ -22,36 +22,39 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
-from .config import FIELDS, HYPER_FIELDS, TrainConfig
+from .config import FIELDS, HYPER_FIELDS, HYPER_LEAVES, TrainConfig
 from .kinds import KINDS, Kind, program_kind
 from .networks import QNetwork, ensemble_apply, ensemble_apply_shared, init_ensemble, init_ensemble_uniform
 from .replay import Transition
 
 # The traced hyperparameters, one scalar leaf per TrainConfig field declared
 # `traced=True` (config.HYPER_FIELDS): vmapped like seeds, so cells that differ
-# only there share one compiled program. A new traced field is a new leaf.
+# only there share one compiled program. A new traced field is a new leaf; a
+# traced choice is a boolean leaf named by its `flag` (e.g. `mean_loss`).
 Hyper = struct.dataclass(type("Hyper", (), {
-    "__annotations__": {name: "jax.Array" for name in HYPER_FIELDS},
+    "__annotations__": {name: "jax.Array" for name in HYPER_LEAVES},
     "__doc__": "Hyperparameters that do not change array shapes: traced scalars (config.HYPER_FIELDS).",
     "__module__": __name__,
 }))
 
 
 def hyper_of(config: TrainConfig) -> Hyper:
-    """The traced hyperparameters of `config` as float32/int32 scalars.
+    """The traced hyperparameters of `config` as float32/int32/bool scalars.
 
     learning_rate is the optimiser's (per-member rate times K); prior_scale is
-    0 for a kind without a prior (which may still carry a zero-scaled one).
+    0 for a kind without a prior (which may still carry a zero-scaled one); a
+    traced choice is its flag: True where the field has the flag's value.
     """
     values = {name: getattr(config, name) for name in HYPER_FIELDS}
-    for name in HYPER_FIELDS:  # a traced choice: its index among the choices after "preset" (0: the engine's)
-        if FIELDS[name].type == "str":
-            values[name] = FIELDS[name].metadata["choices"].index(values[name]) - 1
     values["learning_rate"] = config.effective_learning_rate
     if not KINDS[config.kind].has_prior:
         values["prior_scale"] = 0.0
-    dtypes = {"int": jnp.int32, "float": jnp.float32, "str": jnp.int32}
-    return Hyper(**{name: jnp.asarray(v, dtypes[FIELDS[name].type]) for name, v in values.items()})
+    dtypes = {"int": jnp.int32, "float": jnp.float32}
+    leaves = {}
+    for name, leaf in zip(HYPER_FIELDS, HYPER_LEAVES):
+        flag = FIELDS[name].metadata["flag"]
+        leaves[leaf] = jnp.asarray(values[name] == flag[1]) if flag else jnp.asarray(values[name], dtypes[FIELDS[name].type])
+    return Hyper(**leaves)
 
 
 @dataclass(frozen=True)
@@ -86,7 +89,7 @@ class Agent:
         """(online params, prior, target): K independently initialised members, their priors, and
         the target state (a copy of them, or independent networks with priors of their own).
 
-        `uniform_init` selects the uniform (equinox) initialisation, hyper.initial_target the
+        `uniform_init` selects the uniform (equinox) initialisation, hyper.independent_target the
         copy or the independent targets; the alternatives use keys of their own, so the
         engine's default draws are unchanged.
         """
@@ -107,7 +110,7 @@ class Agent:
         copy = self.target_of(params, prior, hyper)
         independent = self.target_of(networks(jax.random.fold_in(rng_net, 2)),
                                      prior_of(jax.random.fold_in(rng_prior, 2)), hyper)
-        target = jax.tree.map(lambda c, i: jnp.where(hyper.initial_target == 1, i, c), copy, independent)
+        target = jax.tree.map(lambda c, i: jnp.where(hyper.independent_target, i, c), copy, independent)
         return params, prior, target
 
     def optimizer(self, hyper: Hyper) -> optax.GradientTransformation:
@@ -252,7 +255,7 @@ def td_loss(
     td_error = q_taken - td_target
     loss = jnp.sum(jnp.mean(jnp.square(td_error), axis=-1))
     # loss_reduction=mean: the mean over members too (the research code's), 1/K of the sum
-    loss = jnp.where(hyper.loss_reduction == 1, loss / q.shape[0], loss)
+    loss = jnp.where(hyper.mean_loss, loss / q.shape[0], loss)
     return loss, jnp.max(jnp.abs(q))
 
 

@@ -51,7 +51,8 @@ class ConfigError(ValueError):
 
 
 def hp(help: str, *, traced: bool | str = False, low: float | None = None, high: float | None = None,
-       low_open: bool = False, choices: tuple[str, ...] | None = None, note: str = "") -> dict:
+       low_open: bool = False, choices: tuple[str, ...] | None = None, note: str = "",
+       flag: tuple[str, str] | None = None) -> dict:
     """A TrainConfig field's declaration: CLI help, whether it is traced, its accepted values.
 
     traced: False for values that shape the program (sizes, kind, environment);
@@ -60,9 +61,11 @@ def hp(help: str, *, traced: bool | str = False, low: float | None = None, high:
     keys. low/high bound numbers (inclusive; low_open excludes low); floats must
     also be finite; choices lists the accepted strings; note adds what
     `TrainConfig.validate` checks beyond them (bounds that depend on the environment).
+    flag: a traced choice is a boolean in `agent.Hyper`, (its name, the value that makes it true),
+    e.g. ("mean_loss", "mean"): the engine tests `hyper.mean_loss`, never a position among the choices.
     """
     return {"help": help, "traced": traced, "low": low, "high": high, "low_open": low_open, "choices": choices,
-            "note": note}
+            "note": note, "flag": flag}
 
 
 @dataclass(frozen=True)
@@ -111,11 +114,12 @@ class TrainConfig:
         "num_episodes*n//num_envs learning steps)", choices=(PRESET, "inside", "outside")))
     warmup_resample: str = field(default=PRESET, metadata=hp(
         "members during the warm-up: resample (a new member at every episode end) or fixed (each env keeps "
-        "its first member into the learning phase)", traced=True, choices=(PRESET, "resample", "fixed")))
+        "its first member into the learning phase)", traced=True, choices=(PRESET, "resample", "fixed"),
+        flag=("fixed_warmup_members", "fixed")))
     initial_target: str = field(default=PRESET, metadata=hp(
         "initial target networks: copy (of the online networks) or independent (own networks and priors, "
         "first overwritten after target_period gradient steps)", traced=True,
-        choices=(PRESET, "copy", "independent")))
+        choices=(PRESET, "copy", "independent"), flag=("independent_target", "independent")))
     decay_scope: str = field(default=PRESET, metadata=hp(
         "AdamW weight decay on: online (parameters) or all (also the prior and target networks, which get "
         "zero gradients and so shrink by (1 - lr*K*wd) per gradient step, in float32)",
@@ -126,7 +130,7 @@ class TrainConfig:
         note="per_run or key<N>, N an integer >= 0"))
     loss_reduction: str = field(default=PRESET, metadata=hp(
         "TD loss over members: sum (of each member's mean) or mean (over members and samples, the research "
-        "code's; 1/K of sum)", traced=True, choices=(PRESET, "sum", "mean")))
+        "code's; 1/K of sum)", traced=True, choices=(PRESET, "sum", "mean"), flag=("mean_loss", "mean")))
     base_seed: int = field(default=0, metadata=hp("mixed into the config hash, from which every seed's key derives: another value redraws all runs", traced="key", low=0))
 
     def __post_init__(self):
@@ -265,6 +269,8 @@ FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
 # Traced values (`agent.Hyper`) and values that only seed the keys: cells that
 # differ in nothing else can share one compiled program.
 HYPER_FIELDS = tuple(name for name, f in FIELDS.items() if f.metadata["traced"] is True)
+# agent.Hyper's leaves, one per HYPER_FIELDS entry: the field's name, or its flag's for a traced choice
+HYPER_LEAVES = tuple((FIELDS[name].metadata["flag"] or (name,))[0] for name in HYPER_FIELDS)
 TRACED_FIELDS = tuple(name for name, f in FIELDS.items() if f.metadata["traced"])
 
 

@@ -173,7 +173,7 @@ class Trainer:
         else:  # unlogged: the first learning-phase episode counts only its learning-phase rewards
             tracker, episode_return = state.tracker, state.episode_return
         tracker = tracker.replace(diverged=tracker.diverged | ~jnp.all(jnp.isfinite(q_acting)))
-        resample = done if learning else done & (hyper.warmup_resample == 0)
+        resample = done if learning else done & jnp.logical_not(hyper.fixed_warmup_members)
         return state.replace(
             env_state=env_state,
             obs=next_obs,

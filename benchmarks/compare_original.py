@@ -35,6 +35,10 @@ committed `benchmarks/data/original_runs.csv` holds the original side's rows.
     python benchmarks/compare_original.py --side original --original-csv runs.csv
     # only the report, from the caches
     python benchmarks/compare_original.py --side none
+    # the project's side cut from a study's runs (no training): paper_check's
+    # 50,000-episode runs at 15,000 episodes against the original trained there
+    python benchmarks/compare_original.py --num-episodes 15000 --seeds 16 \
+        --kinds boot --ensemble-sizes 2,8 --hardnesses 8,10 --project-table results/paper_check/runs
 """
 
 from __future__ import annotations
@@ -137,6 +141,52 @@ def cell_rows(cache: pd.DataFrame, variant: str, kind: str, K: int, n: int, E: i
     return sel if len(sel) == seeds else sel.iloc[0:0]
 
 
+def project_variant(args) -> str:
+    """The label of the project's rows: its extra options, or the run table they were cut from."""
+    if args.project_table:
+        return f"table {args.project_table} cut at {args.num_episodes}"
+    return shlex.join(args.project_args)
+
+
+def rows_from_table(args, cpu: str) -> None:
+    """The project's rows from runs already trained (a run table, or a folder of group tables), each run
+    cut at --num-episodes (`budget.truncate_runs`: exact for boot and bootrp, whose training does not
+    depend on the total budget). Only the grid's cells; every run the table has (any number of seeds)."""
+    sys.path.insert(0, str(REPO / "workflow"))
+    from deepsea_scaling.budget import truncate_runs
+
+    path = Path(args.project_table)
+    files = sorted(path.glob("*.parquet")) if path.is_dir() else [path]
+    runs = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
+    variant = project_variant(args)
+    cache_path = Path(args.project_csv)
+    cache = load_cache(cache_path)
+    rows = []
+    for kind, K, n in grid(args):
+        cell = runs[(runs["kind"] == kind) & (runs["ensemble_size"] == K) & (runs["hardness"] == n)]
+        done = cache[(cache["variant"] == variant) & (cache["kind"] == kind) & (cache["ensemble_size"] == K)
+                     & (cache["hardness"] == n) & (cache["num_episodes"] == args.num_episodes)]
+        if cell.empty or len(done) >= len(cell):
+            print(f"project {kind} K={K} n={n}: {'cached' if len(done) else 'not in the table'}", flush=True)
+            continue
+        cut = truncate_runs(cell, args.num_episodes)
+        for _, r in cut.iterrows():
+            div = np.asarray(r["diversity"], dtype=float) if "diversity" in cut else np.array([np.nan])
+            rows.append({
+                "source": "project", "variant": variant, "kind": kind, "ensemble_size": K, "hardness": n,
+                "num_episodes": args.num_episodes, "seed": int(r["seed"]), "discovered": bool(r["discovered"]),
+                "episodes_to_discovery": r["episodes_to_discovery"],
+                "all_members_discovered": bool(r["all_members_discovered"]),
+                "episodes_to_all_members": r["episodes_to_all_members"],
+                "final_diversity": float(div[-1]) if div.size else np.nan,
+                "cell_wall_s": np.nan, "cell_seeds": len(cut), "cpu": cpu,
+            })
+        print(f"project {kind} K={K} n={n}: {int(cut['discovered'].sum())}/{len(cut)} (cut from "
+              f"{int(cell['num_episodes'].iloc[0])} episodes)", flush=True)
+    if rows:
+        append_rows(cache_path, rows)
+
+
 def run_original(args, cpu: str) -> None:
     orig_dir = args.original_dir or os.environ.get("DEEPSEA_ORIGINAL_DIR")
     if not orig_dir:
@@ -175,8 +225,10 @@ def run_original(args, cpu: str) -> None:
 
 
 def run_project(args, cpu: str) -> None:
+    if args.project_table:
+        return rows_from_table(args, cpu)
     cache_path = Path(args.project_csv)
-    variant = shlex.join(args.project_args)
+    variant = project_variant(args)
     out_dir = Path(tempfile.mkdtemp(prefix="deepsea-project-"))
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(
@@ -235,7 +287,7 @@ def report(args, cpu: str) -> str:
 
     orig = load_cache(Path(args.original_csv))
     proj = load_cache(Path(args.project_csv))
-    variant = shlex.join(args.project_args)
+    variant = project_variant(args)
     lines = [f"CPU (this machine): {cpu}, {os.cpu_count()} logical CPUs", ""]
     if len(orig):
         lines.append(f"CPU (original rows): {', '.join(sorted(set(map(str, orig['cpu']))))}")
@@ -264,11 +316,11 @@ def report(args, cpu: str) -> str:
             if len(d):
                 s, t = int(d["discovered"].astype(bool).sum()), len(d)
                 w = float(d["cell_wall_s"].iloc[0])
-                walls[side] += w
+                walls[side] += 0.0 if np.isnan(w) else w
                 found = d[d["discovered"].astype(bool)]["episodes_to_discovery"].astype(float)
                 med = found.median() + (1 if side == "original" else 0) if len(found) else None
                 cells.append((s, t, f"{s}/{t}", f"{s / t:.2f}",
-                              "-" if med is None else f"{med:.0f}", f"{w:.0f}"))
+                              "-" if med is None else f"{med:.0f}", "-" if np.isnan(w) else f"{w:.0f}"))
             else:
                 cells.append((None, None, "-", "-", "-", "-"))
         (s1, t1, *c1), (s2, t2, *c2) = cells
@@ -318,6 +370,9 @@ def main(argv=None) -> None:
                     help="cache of the original's rows (read, and appended to)")
     ap.add_argument("--project-csv", default="compare_project_runs.csv",
                     help="cache of the project's rows (read, and appended to)")
+    ap.add_argument("--project-table", default=None,
+                    help="the project's side from runs already trained (a run table or a folder of group "
+                         "tables, e.g. results/paper_check/runs), each run cut at --num-episodes; no training")
     ap.add_argument("--scratch", default=None,
                     help="folder for the original's per-cell output (default: a temp folder)")
     args = ap.parse_args(argv)

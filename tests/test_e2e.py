@@ -128,6 +128,23 @@ def test_then_nothing_to_do(tiny_run):
     assert "Nothing to be done" in result.output, result.output[-3000:]
 
 
+def test_results_page_quotes_the_tables_and_copies_the_figures(tiny_run):
+    result = run_snakemake(tiny_run, "--cores", "1", "docs/results/tiny/README.md", "--config", "study=tiny",
+                           timeout=300)
+    assert result.returncode == 0, result.output[-3000:]
+    page_dir = tiny_run / "docs" / "results" / "tiny"
+    page = (page_dir / "README.md").read_text()
+    fits = pd.read_csv(tiny_run / "results" / "tiny" / "psi_fit.csv")
+    for row in fits.itertuples():
+        if row.status == "ok":
+            assert f"ψ = {row.psi:.3f} [{row.psi_quasi_low:.3f}, {row.psi_quasi_high:.3f}]" in page
+    assert "20 training jobs" in page  # one per group table, all of them
+    for figure in FIGURES + ["psi_by_budget"]:
+        assert (page_dir / f"{figure}.png").read_bytes() == (tiny_run / "plots" / "tiny" / f"{figure}.png").read_bytes()
+        assert f"]({figure}.png)" in page
+    assert pd.read_parquet(page_dir / "runs.parquet").equals(pd.read_parquet(tiny_run / "results" / "tiny" / "runs.parquet"))
+
+
 def test_report_is_self_contained(tiny_run):
     result = run_snakemake(tiny_run, "--config", "study=tiny", "--report", "report.html", timeout=300)
     assert result.returncode == 0, result.output[-3000:]

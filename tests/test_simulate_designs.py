@@ -40,3 +40,17 @@ def test_grid_and_reference_simulations():
     assert (ref["cells"] + ref["assumed_solved"] + ref["assumed_unsolved"] == 468).all()
     assert (ref["rounds"] < ref["cells"] / 10).all() and (ref["overhead"] < 0.25).all()
     assert (abs(ref["psi"] - 0.8) < 0.02).all()
+
+
+def test_worlds_drawn_from_another_model_than_the_law():
+    """probability_by_kind replaces the law: an effective ensemble size K^2 gives P = 1 - (1 - psi^n)^(K^2)."""
+    from deepsea_scaling import law
+
+    beta = law.beta_of(0.8, alpha=2.0)
+    worlds = SimulatedWorlds({"boot": 0.8}, ks=(2, 4), ns=(6, 10), studies=400, max_seeds=32, seed=3,
+                             probability_by_kind={"boot": lambda K, n: law.predict(beta, K, n)})
+    observed = worlds.grid_counts("boot").mean(axis=0) / 32
+    expected = 1 - (1 - 0.8 ** np.array([6, 10])[None]) ** (np.array([2, 4])[:, None] ** 2)
+    np.testing.assert_allclose(observed, expected, atol=0.02)
+    law_p = 1 - (1 - 0.8 ** 10) ** 2
+    assert abs(observed[0, 1] - law_p) > 0.1  # not the law's P

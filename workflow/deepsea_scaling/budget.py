@@ -34,15 +34,14 @@ import pandas as pd
 from . import stats
 from .config import DEEPSEA, TrainConfig
 from .kinds import KINDS
-from .simulate import PUBLISHED_PSI
+from .published import PUBLISHED as _PAPER, PUBLISHED_EPISODES
 
 # Budget-independent kinds: those whose training does not depend on the total budget.
 BUDGET_FREE_KINDS = tuple(name for name, kind in KINDS.items() if kind.explores_by == "member")
 
 # The published fits (Knyazhitskiy's paper, docs/SCIENCE.md): ψ ± the half-width of its 95% interval, at 50,000 episodes per run.
-PUBLISHED_BUDGET = 50_000
-PUBLISHED_HALF_WIDTH = {"boot": 0.01, "bootrp": 0.02}
-PUBLISHED = {kind: (PUBLISHED_PSI[kind], PUBLISHED_HALF_WIDTH[kind]) for kind in PUBLISHED_HALF_WIDTH}
+PUBLISHED_BUDGET = PUBLISHED_EPISODES
+PUBLISHED = {kind: (p.psi, p.psi_pm) for kind, p in _PAPER.items()}
 
 BUDGET_COLUMNS = ["budget", "study_budget", "psi", "psi_quasi_low", "psi_quasi_high", "dispersion",
                   "dispersion_quasi", "n_cells", "n_runs", "discoveries", "status"]
@@ -168,7 +167,7 @@ def psi_by_budget(runs: pd.DataFrame, budgets: Sequence[int] | None = None,
                           "steps)", stats.AnalysisWarning, stacklevel=2)
             use = use[~other]
     rows = []
-    for group_keys, group in _groups(use, keys):
+    for group_keys, group in stats.groups_by(use, keys):  # keys hold 'kind': no rows, no groups
         own = int(group["num_episodes"].max())
         ladder = budget_ladder(own, points, span) if budgets is None else sorted({int(b) for b in budgets})
         group_decisions = _decisions_of(decisions, group_keys)
@@ -186,17 +185,6 @@ def psi_by_budget(runs: pd.DataFrame, budgets: Sequence[int] | None = None,
                                                 "dispersion_quasi", "n_cells", "n_runs", "status")},
                          "discoveries": int(fitted["successes"].sum())})
     return pd.DataFrame(rows, columns=columns)
-
-
-def _groups(runs: pd.DataFrame, keys: Sequence[str]):
-    if runs.empty:
-        return
-    if not keys:
-        yield {}, runs
-        return
-    for values, group in runs.groupby(keys, sort=True, dropna=False):
-        values = values if isinstance(values, tuple) else (values,)
-        yield dict(zip(keys, values)), group
 
 
 def _decisions_of(decisions: pd.DataFrame | None, group_keys: Mapping[str, object]) -> pd.DataFrame | None:

@@ -359,7 +359,7 @@ def law_tests(cells: pd.DataFrame, by=stats.FIT_KEYS, include_k1: bool = False, 
     model's informative-cell Pearson χ²/df.
     """
     parts = []
-    for keys, group in stats._groups(cells, by):
+    for keys, group in stats.groups_by(cells, by):
         k1 = include_k1 or keys.get("kind") in stats.K1_ONLY_KINDS
         part = _fit_group(group, k1, stats._label("law_tests", keys), level)
         parts.append(pd.concat([pd.DataFrame([keys] * len(part)), part], axis=1) if keys else part)
@@ -381,7 +381,7 @@ def law_residuals(cells: pd.DataFrame, tests: pd.DataFrame, by=stats.FIT_KEYS) -
     """
     keys = [k for k in by if k in cells.columns and k in tests.columns]
     out = []
-    for group_keys, group in stats._groups(cells[cells["trials"] > 0], keys):
+    for group_keys, group in stats.groups_by(cells[cells["trials"] > 0], keys):
         sel = np.ones(len(tests), bool)
         for k, v in group_keys.items():
             sel &= (tests[k] == v).to_numpy()

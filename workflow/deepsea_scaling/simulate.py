@@ -9,11 +9,12 @@ sets at once, for the statistical tests.
 from __future__ import annotations
 
 import hashlib
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
+from .published import PUBLISHED
 from .stats import predicted_probability
 
 # Main heatmap grid of the reference study (docs/SCIENCE.md, "Grids").
@@ -143,8 +144,8 @@ def simulate_runs(psi_by_kind: Mapping[str, float], ks: Sequence[int], ns: Seque
 
 # ------------------------------------------------------- STUDY DESIGNS
 # The published law (docs/SCIENCE.md, "Published results"): ψ and the Pearson dispersion of 32-seed cells.
-PUBLISHED_PSI = {"boot": 0.80, "bootrp": 0.87}
-PUBLISHED_DISPERSION = {"boot": 4.1, "bootrp": 8.1}
+PUBLISHED_PSI = {kind: p.psi for kind, p in PUBLISHED.items()}
+PUBLISHED_DISPERSION = {kind: p.dispersion for kind, p in PUBLISHED.items()}
 
 
 def correlation_from_dispersion(dispersion: float, trials: int = 32) -> float:
@@ -163,7 +164,10 @@ class SimulatedWorlds:
 
     def __init__(self, psi_by_kind: Mapping[str, float], dispersion_by_kind: Mapping[str, float] | None = None,
                  ks: Sequence[int] = PAPER_KS, ns: Sequence[int] = PAPER_NS, studies: int = 200,
-                 max_seeds: int = 32, seed: int = 0, dispersion_trials: int = 32):
+                 max_seeds: int = 32, seed: int = 0, dispersion_trials: int = 32,
+                 probability_by_kind: Mapping[str, Callable] | None = None):
+        """probability_by_kind: kind -> P(K, n) (arrays broadcast) for a world that is not the law
+        (e.g. a fitted alternative of `law.py`); psi_by_kind stays the value coverage is judged by."""
         rng = np.random.default_rng(seed)
         self.kinds = tuple(psi_by_kind)
         self.ks, self.ns = tuple(sorted(ks)), tuple(sorted(ns))
@@ -171,7 +175,8 @@ class SimulatedWorlds:
         self.max_seeds = max_seeds
         cum = []
         for kind, psi in psi_by_kind.items():
-            p_true = predicted_probability(psi, np.array(self.ks)[:, None], np.array(self.ns)[None])
+            model = (probability_by_kind or {}).get(kind, lambda K, n, psi=psi: predicted_probability(psi, K, n))
+            p_true = np.asarray(model(np.array(self.ks)[:, None], np.array(self.ns)[None]), dtype=float)
             dispersion = (dispersion_by_kind or {}).get(kind)
             rho = correlation_from_dispersion(dispersion, dispersion_trials) if dispersion else None
             p = _cell_probabilities(p_true, rho, rng, (studies,) + p_true.shape)

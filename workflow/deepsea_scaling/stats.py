@@ -376,7 +376,8 @@ def fit_psi(cells: pd.DataFrame, include_k1: bool = False, *, label: str | None 
     return pd.DataFrame([row], columns=_FIT_COLUMNS)
 
 
-def _groups(cells: pd.DataFrame, by: Iterable[str]):
+def groups_by(cells: pd.DataFrame, by: Iterable[str]):
+    """(keys, group) per group of the columns `by` that `cells` has (one group, keys {}, if it has none)."""
     keys = [k for k in by if k in cells.columns]
     if not keys:
         yield {}, cells
@@ -395,7 +396,7 @@ def fit_psi_table(cells: pd.DataFrame, by: Sequence[str] = FIT_KEYS, include_k1:
     group: the keys, then the columns of `fit_psi`.
     """
     rows = []
-    for keys, group in _groups(cells, by):
+    for keys, group in groups_by(cells, by):
         k1 = include_k1 or (keys.get("kind") in K1_ONLY_KINDS)
         fit = fit_psi(group, include_k1=k1, label=_label("fit_psi", keys), min_cells=min_cells)
         rows.append(pd.concat([pd.DataFrame([keys]), fit], axis=1) if keys else fit)
@@ -479,7 +480,7 @@ def compare_kinds(cells: pd.DataFrame, kinds: Sequence[str] | None = None, by: S
     if "kind" not in cells.columns:
         raise ValueError("compare_kinds: cells lack column 'kind'")
     rows = []
-    for keys, group in _groups(cells, by):
+    for keys, group in groups_by(cells, by):
         label = _label("compare_kinds", keys)
         if kinds is None:
             eligible = group if include_k1 else group[group["ensemble_size"] > 1]
@@ -515,7 +516,7 @@ def compare_variants(cells: pd.DataFrame, baseline: str = "default", include_k1:
     if "variant" not in cells.columns:
         return pd.DataFrame(columns=columns)
     rows = []
-    for keys, group in _groups(cells, ("study", "kind")):
+    for keys, group in groups_by(cells, ("study", "kind")):
         variants = [v for v in dict.fromkeys(group["variant"]) if v != baseline]
         if baseline not in set(group["variant"]):
             continue

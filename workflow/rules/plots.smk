@@ -203,3 +203,29 @@ rule plot_psi_by_budget:
         variant=study_lib.DEFAULT_VARIANT,
     script:
         "../scripts/plot_psi_by_budget.py"
+
+
+# A study's results page with copies of its figures and tables, for committing
+# under docs/ (not part of `all`): snakemake --cores all docs/results/paper_check/README.md --config study=paper_check
+rule results_page:
+    input:
+        tables=expand("results/{{study}}/{table}", table=TABLES),
+        runs="results/{study}/runs.parquet",
+        decisions=decisions_of_study,
+        figures=expand("plots/{{study}}/{figure}.png", figure=FIGURES),
+    output:
+        page="docs/results/{study}/README.md",
+        tables=expand("docs/results/{{study}}/{table}", table=TABLES + ["runs.parquet"]),
+        figures=expand("docs/results/{{study}}/{figure}.png", figure=FIGURES),
+    log:
+        "logs/{study}/results_page.log",
+    localrule: True
+    conda:
+        "../../envs/deepsea.yaml"
+    params:
+        study=lambda w: study_of(w).name,
+        episodes=lambda w: study_of(w).num_episodes,
+        design=lambda w: study_of(w).design,
+        provenance=lambda w: f"results/{w.study}/runs",
+    script:
+        "../scripts/results_page.py"

@@ -83,10 +83,11 @@ def test_smoke_run_writes_table_and_sidecar_and_is_deterministic(tmp_path):
     assert not list(outs[0].parent.glob(".*tmp*"))  # no temporary files left
 
 
-def test_runs_split_over_cpu_devices_train_the_same(tmp_path):
-    """A batch of 4 runs (boot and bootrp with another learning rate: batched hyperparameters)
-    with --cpu-devices 3 uses 2 devices (the largest divisor): same training, same rows but for
-    the Q-diversity curve, whose reductions XLA may order differently (last bit)."""
+def test_batch_of_cells_alone_and_split_over_cpu_devices_train_the_same(tmp_path):
+    """A batch of 4 runs (boot and bootrp with another learning rate: batched hyperparameters) writes
+    each entry's table and sidecar, the rows of the cell trained alone; with --cpu-devices 3 it uses
+    2 devices (the largest divisor): same training, same rows but for the Q-diversity curve, whose
+    reductions XLA may order differently (last bit). A batch of two shapes is refused in one line."""
     base = {"ensemble_size": 2, "hardness": 4, "num_episodes": 240, "rb_size": 400, "learning_starts": 200,
             "num_probe_states": 16, "num_log_points": 10,
             "init": "flax", "warmup": "inside"}  # options under which these 4 short runs discover
@@ -100,8 +101,22 @@ def test_runs_split_over_cpu_devices_train_the_same(tmp_path):
         res = cli("--batch", json.dumps(entries), "--cpu-devices", str(devices))
         assert res.returncode == 0, res.stderr
         tables[devices] = pd.concat([pd.read_parquet(e["out"]) for e in entries], ignore_index=True)
-        meta = json.loads((tmp_path / f"d{devices}" / "rp.json").read_text())
+        meta = json.loads((tmp_path / f"d{devices}" / "rp.json").read_text())  # each table's sidecar: its entry
         assert meta["devices"] == (["cpu:0"] if devices == 1 else ["cpu:0", "cpu:1"]), meta["devices"]
+        assert meta["seeds"] == [2, 4] and meta["batched_runs"] == 4 and meta["jax_backend"] == "cpu"
+        assert pd.read_parquet(entries[1]["out"])["config_hash"].unique().tolist() == [meta["config_hash"]]
+        assert pd.read_parquet(entries[0]["out"])[["kind", "seed"]].values.tolist() == [["boot", 0], ["boot", 1]]
+    # the batch's rows are those of the same cell trained alone: the engine proves it for every entry
+    # (test_engine.py::test_a_runs_row_is_the_same_alone_or_batched_with_other_cells); here the command
+    # line's two paths agree, for the entry whose options differ most from the defaults
+    alone = tmp_path / "alone" / "rp.parquet"
+    rp = entries[1]
+    res = cli(*[f"--{k.replace('_', '-')}={v}" for k, v in rp["config"].items()], "--seeds", "2:4", "--out", str(alone))
+    assert res.returncode == 0, res.stderr
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "d1" / "rp.parquet"), pd.read_parquet(alone))
+    bad = [{**entries[0]}, {**entries[1], "config": {**entries[1]["config"], "hardness": 5}}]
+    res = cli("--batch", json.dumps(bad))
+    assert res.returncode == 2 and "--batch" in res.stderr and len(res.stderr.strip().splitlines()) == 1
     one, split = tables[1], tables[3]
     pd.testing.assert_frame_equal(one.drop(columns="diversity"), split.drop(columns="diversity"))
     for a, b in zip(one["diversity"], split["diversity"]):  # NaN before the first gradient step
@@ -115,29 +130,3 @@ def test_eps_forces_one_member(tmp_path):
     assert res.returncode == 0, res.stderr
     t = pd.read_parquet(out)
     assert t["members"].tolist() == [1] and t["ensemble_size"].tolist() == [1]
-
-
-def test_batch_of_cells_writes_the_same_rows_as_separate_runs(tmp_path):
-    import json as _json
-
-    base = {"ensemble_size": 2, "hardness": 4, "num_episodes": 240, "rb_size": 400, "learning_starts": 200,
-            "num_probe_states": 16, "num_log_points": 10}
-    entries = [
-        {"config": {**base, "kind": "boot"}, "seeds": [0, 2], "out": str(tmp_path / "batch" / "boot.parquet")},
-        {"config": {**base, "kind": "bootrp", "prior_scale": 1.0}, "seeds": [2, 4], "out": str(tmp_path / "batch" / "rp.parquet")},
-    ]
-    res = cli("--batch", _json.dumps(entries))
-    assert res.returncode == 0, res.stderr
-    meta = _json.loads((tmp_path / "batch" / "rp.json").read_text())  # each table's sidecar: its own entry
-    assert meta["seeds"] == [2, 4] and meta["batched_runs"] == 4 and meta["jax_backend"] == "cpu"
-    assert pd.read_parquet(entries[1]["out"])["config_hash"].unique().tolist() == [meta["config_hash"]]
-    for entry, name in zip(entries, ["boot", "rp"]):
-        cfg = entry["config"]
-        alone = tmp_path / "alone" / f"{name}.parquet"
-        args = [f"--{k.replace('_', '-')}={v}" for k, v in cfg.items()]
-        res = cli(*args, "--seeds", f"{entry['seeds'][0]}:{entry['seeds'][1]}", "--out", str(alone))
-        assert res.returncode == 0, res.stderr
-        pd.testing.assert_frame_equal(pd.read_parquet(entry["out"]), pd.read_parquet(alone))
-    bad = [{**entries[0]}, {**entries[1], "config": {**entries[1]["config"], "hardness": 5}}]
-    res = cli("--batch", _json.dumps(bad))
-    assert res.returncode == 2 and "--batch" in res.stderr and len(res.stderr.strip().splitlines()) == 1

@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "workflow"))
 
 from deepsea_scaling import cost  # noqa: E402
-from deepsea_scaling.config import TrainConfig  # noqa: E402
+from deepsea_scaling.config import TrainConfig, program_signature  # noqa: E402
 from deepsea_scaling.io import cpu_model  # noqa: E402
 
 
@@ -96,27 +96,36 @@ def main(argv=None) -> int:
     for j in jobs:
         if j["process_seconds"] is not None:
             j["wall_seconds"] = max(j["process_seconds"], j["wall_seconds"])
+    # a program compiled by an earlier job of the study loads from JAX's compilation cache
+    seen = set()
+    for j in sorted(jobs, key=lambda j: j["started"]):
+        signature = program_signature(j["config"])
+        j["cached"] = signature in seen
+        seen.add(signature)
     fit = cost.fit_coefficients(jobs)
     fidelity = jobs[0]["config"].fidelity
     import os
     print(f"{len(jobs)} jobs of study {args.study} ({fidelity} mode); this machine: {cpu_model()}, "
           f"{os.cpu_count()} cores")
-    print(f"{'job':<30} {'kind':<6} {'K':>3} {'n':>3} {'runs':>4} {'measured s':>10} {'predicted s':>11} {'error':>7}")
+    print(f"{'job':<30} {'kind':<6} {'K':>3} {'n':>3} {'runs':>4} {'cached':>6} {'measured s':>10} "
+          f"{'predicted s':>11} {'error':>7}")
     errors = []
     for j in sorted(jobs, key=lambda j: j["wall_seconds"]):
         c = j["config"]
         rows = c.hardness**2 if c.is_deepsea else 0
-        predicted = fit.startup + fit.compile + fit.train_seconds(c.num_vector_steps, j["runs"] * c.members, rows)
+        predicted = (fit.startup + (fit.compile_cached if j["cached"] else fit.compile)
+                     + fit.train_seconds(c.num_vector_steps, j["runs"] * c.members, rows))
         err = predicted / j["wall_seconds"] - 1
         errors.append(err)
         print(f"{j['name']:<30} {c.kind:<6} {c.ensemble_size:>3} {c.hardness:>3} {j['runs']:>4} "
+              f"{'yes' if j['cached'] else 'no':>6} "
               f"{j['wall_seconds']:>10.1f} {predicted:>11.1f} {err:>+7.0%}")
     errors = np.abs(errors)
     with_process = sum(j["process_seconds"] is not None for j in jobs)
     print(f"\nworst error {errors.max():.0%}, median {np.median(errors):.0%} "
           f"({with_process} of {len(jobs)} walls from process start, the rest from training start)")
     print(f"Coefficients(step={fit.step:.3g}, pair={fit.pair:.3g}, pair_row={fit.pair_row:.3g}, "
-          f"startup={fit.startup:.1f}, compile={fit.compile:.1f})")
+          f"startup={fit.startup:.1f}, compile={fit.compile:.1f}, compile_cached={fit.compile_cached:.1f})")
     return 0
 
 

@@ -112,19 +112,24 @@ def test_cost_model_by_hand():
 
 def test_fit_coefficients_recovers_known_costs_exactly():
     """Jobs timed by a known model: the fit returns that model, and job_seconds adds the overhead."""
-    true = cost.Coefficients(step=3e-4, pair=5e-5, pair_row=6e-8, startup=4.0, compile=9.0)
+    true = cost.Coefficients(step=3e-4, pair=5e-5, pair_row=6e-8, startup=4.0, compile=9.0, compile_cached=1.5)
     jobs = []
-    for kind, k, n, runs in [("boot", 2, 6, 8), ("bootrp", 8, 18, 8), ("boot", 16, 10, 4), ("bootrp", 4, 30, 16)]:
+    for kind, k, n, runs, cached in [("boot", 2, 6, 8, False), ("bootrp", 8, 18, 8, False), ("boot", 16, 10, 4, True),
+                                     ("bootrp", 4, 30, 16, False), ("boot", 8, 18, 8, True)]:
         config = TrainConfig(kind=kind, ensemble_size=k, hardness=n, num_episodes=5000, fidelity="reference")
         train = true.train_seconds(config.num_vector_steps, runs * k, n * n)
-        jobs.append(dict(config=config, runs=runs, train_seconds=train, compile_seconds=true.compile,
-                         wall_seconds=true.startup + true.compile + train))
+        compile_s = true.compile_cached if cached else true.compile
+        jobs.append(dict(config=config, runs=runs, train_seconds=train, compile_seconds=compile_s, cached=cached,
+                         wall_seconds=true.startup + compile_s + train))
     fit = cost.fit_coefficients(jobs)
-    np.testing.assert_allclose([fit.step, fit.pair, fit.pair_row, fit.startup, fit.compile],
-                               [true.step, true.pair, true.pair_row, true.startup, true.compile], rtol=1e-6)
+    np.testing.assert_allclose([fit.step, fit.pair, fit.pair_row, fit.startup, fit.compile, fit.compile_cached],
+                               [true.step, true.pair, true.pair_row, true.startup, true.compile, true.compile_cached],
+                               rtol=1e-6)
     config = jobs[1]["config"]
-    assert cost.job_seconds(config, 8) == pytest.approx(
-        cost.COSTS["reference"].startup + cost.COSTS["reference"].compile + cost.train_seconds(config, 8))
+    ref = cost.COSTS["reference"]
+    assert cost.job_seconds(config, 8) == pytest.approx(ref.startup + ref.compile + cost.train_seconds(config, 8))
+    assert cost.job_seconds(config, 8, cached=True) == pytest.approx(
+        ref.startup + ref.compile_cached + cost.train_seconds(config, 8))
     with pytest.raises(ValueError, match="at least 3 jobs"):
         cost.fit_coefficients(jobs[:2])
 

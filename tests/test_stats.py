@@ -126,6 +126,7 @@ def test_lrt_rejects_different_psi():
     out = compare_kinds(cells, by=("replicate",))
     assert len(out) == 50 and set(out["kind_a"]) == {"boot"} and set(out["kind_b"]) == {"bootrp"}
     assert (out["p_value"] < 0.05).all() and (out["f_p_value"] < 0.05).all()
+    assert (out["cmh_p_value"] < 0.05).all()  # the law-free test over the same cells sees it too
     assert (out["psi_a"] < out["psi_pooled"]).all() and (out["psi_pooled"] < out["psi_b"]).all()
 
 
@@ -134,8 +135,10 @@ def test_lrt_holds_its_size():
                            replicates=REPLICATES)
     out = compare_kinds(cells, by=("replicate",))
     size = float((out["p_value"] < 0.05).mean())
-    print(f"LRT size at psi 0.85 vs 0.85: {size:.3f}")
+    cmh_size = float((out["cmh_p_value"] < 0.05).mean())
+    print(f"LRT size at psi 0.85 vs 0.85: {size:.3f}; CMH {cmh_size:.3f}")
     assert 0.02 <= size <= 0.09
+    assert cmh_size <= 0.09  # continuity-corrected: at most its level, give or take sampling
 
 
 def test_quasi_f_test_holds_its_size_under_overdispersion():

@@ -475,7 +475,10 @@ def compare_kinds(cells: pd.DataFrame, kinds: Sequence[str] | None = None, by: S
     pairs); by default those with cells with K > 1 (boot and bootrp; `eps`
     has K = 1 only). Returns one row per group and pair: the keys, kind_a,
     kind_b, psi_a, psi_b, psi_pooled, n_cells_a, n_cells_b, lr_stat, df,
-    p_value, f_stat, f_df_denom, f_p_value, dispersion, status.
+    p_value, f_stat, f_df_denom, f_p_value, dispersion, status, and
+    cmh_p_value: the same question without the law (`cmh_p_value`, cell by
+    cell over the cells both kinds trained, all K), which a misfitting law
+    cannot sway.
     """
     if "kind" not in cells.columns:
         raise ValueError("compare_kinds: cells lack column 'kind'")
@@ -496,9 +499,11 @@ def compare_kinds(cells: pd.DataFrame, kinds: Sequence[str] | None = None, by: S
             rows.append({**keys, **row})
             continue
         for a, b in itertools.combinations(group_kinds, 2):
-            rows.append({**keys, **_compare_pair(group, a, b, include_k1, label)})
+            row = _compare_pair(group, a, b, include_k1, label)
+            row["cmh_p_value"] = cmh_p_value(group[group["kind"] == a], group[group["kind"] == b])
+            rows.append({**keys, **row})
     keys = [k for k in by if k in cells.columns]
-    return pd.DataFrame(rows, columns=keys + _COMPARE_COLUMNS)
+    return pd.DataFrame(rows, columns=keys + _COMPARE_COLUMNS + ["cmh_p_value"])
 
 
 def compare_variants(cells: pd.DataFrame, baseline: str = "default", include_k1: bool = False) -> pd.DataFrame:

@@ -41,7 +41,7 @@ from scipy import stats as sps
 
 from .cost import cell_cost_seconds
 from .study import DESIGNS  # the table of designs lives with the study's keys
-from .stats import _P_MAX, _P_MIN, _pearson_dispersion, _single_cell_psi, predicted_probability
+from .stats import P_MAX, P_MIN, pearson_dispersion, predicted_probability, single_cell_psi
 
 Cell = tuple  # (kind, K, n)
 Outcome = Mapping[tuple, tuple]  # (kind, K, n) -> (successes, trials)
@@ -232,7 +232,7 @@ def _score_information(theta, s, t, K, n):
     """Score, expected information and P of the law in θ = log ψ, per cell."""
     x = np.exp(n * theta)
     log_q = K * np.log1p(-x)
-    p = np.clip(-np.expm1(log_q), _P_MIN, _P_MAX)
+    p = np.clip(-np.expm1(log_q), P_MIN, P_MAX)
     dp = K * n * np.exp(n * theta + (K - 1) * np.log1p(-x))  # dP/dθ
     w = dp / (p * (1 - p))
     return w * (s - t * p), t * dp * w, p
@@ -264,7 +264,7 @@ def fit_cells(s, t, K, n, level: float = 0.95) -> QuickFit:
     s, t, K, n = s[keep], t[keep], K[keep], n[keep]
     if len(s) < 2 or s.sum() == 0 or (s == t).all():
         return QuickFit(False)
-    start = np.nanmedian(_single_cell_psi(s, t, K, n)) if ((s > 0) & (s < t)).any() else 0.8
+    start = np.nanmedian(single_cell_psi(s, t, K, n)) if ((s > 0) & (s < t)).any() else 0.8
     theta = float(np.log(min(max(start, 1e-6), 1 - 1e-9)))
 
     def loglik(th):
@@ -287,7 +287,7 @@ def fit_cells(s, t, K, n, level: float = 0.95) -> QuickFit:
         return QuickFit(False)
     _, info, p = _score_information(theta, s, t, K, n)
     se = float(1 / np.sqrt(info.sum()))
-    _, _, dispersion_quasi = _pearson_dispersion(s, t, p, 1)
+    _, _, dispersion_quasi = pearson_dispersion(s, t, p, 1)
     z = sps.norm.ppf(0.5 + level / 2)
     qse = se * np.sqrt(dispersion_quasi)
     return QuickFit(True, float(np.exp(theta)), theta, se, dispersion_quasi, qse,

@@ -24,7 +24,7 @@ is tested against the law by the likelihood-ratio test (χ² on the extra
 parameters) and, because cells are overdispersed (Pearson χ²/df of 4 to 8),
 by its quasi-likelihood F version F = (ΔD / Δp) / φ, with φ the alternative's
 Pearson dispersion over its informative cells (t·P(1 − P) ≥ 1, as in
-`stats._pearson_dispersion`) on (Δp, informative cells − p) degrees of freedom.
+`stats.pearson_dispersion`) on (Δp, informative cells − p) degrees of freedom.
 Intervals are Wald intervals scaled by √φ (quasi-binomial).
 """
 
@@ -134,8 +134,8 @@ def _score_info(beta, s, t, K, n, n_ref, free):
 
 
 def _dispersion(s, t, P, n_params):
-    """Pearson χ²/df over the informative cells (t·P(1 − P) ≥ 1), and that df; as stats._pearson_dispersion."""
-    P = np.clip(P, stats._P_MIN, stats._P_MAX)
+    """Pearson χ²/df over the informative cells (t·P(1 − P) ≥ 1), and that df; as stats.pearson_dispersion."""
+    P = np.clip(P, stats.P_MIN, stats.P_MAX)
     var = t * P * (1 - P)
     terms = (s - t * P) ** 2 / np.clip(var, 1e-300, None)
     informative = var >= 1
@@ -152,7 +152,7 @@ def _start_theta0(s, t, K, n):
     """log ψ where the law fits each cell exactly, median over cells (as fit_psi starts), (B,)."""
     with np.errstate(divide="ignore", invalid="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        guess = np.nanmedian(np.log(stats._single_cell_psi(s, t, K, n)), axis=-1)
+        guess = np.nanmedian(np.log(stats.single_cell_psi(s, t, K, n)), axis=-1)
     return np.minimum(np.where(np.isfinite(guess), guess, np.log(0.8)), -1e-6)
 
 
@@ -296,13 +296,13 @@ def _identified(fit: BatchFit, model: str, study: int = 0) -> bool:
 def _fit_group(cells: pd.DataFrame, include_k1: bool, label: str, level: float) -> pd.DataFrame:
     rows = [dict.fromkeys(LAW_TEST_COLUMNS, np.nan) | {"model": m, "description": _DESCRIPTION[m],
                                                          "n_params": 1 + len(_FREE[m])} for m in MODEL_NAMES]
-    c, notes = stats._usable_cells(cells, include_k1, label)
+    c, notes = stats.usable_cells(cells, include_k1, label)
     s, t, K, n = (c[col].to_numpy() for col in ("successes", "trials", "ensemble_size", "hardness"))
     for row in rows:
         row.update(n_cells=len(c), n_runs=int(t.sum()))
 
     def give_up(case):
-        stats._warn(f"{label}: {case}")
+        stats.warn(f"{label}: {case}")
         for row in rows:
             row["status"] = "; ".join([case] + notes)
         return pd.DataFrame(rows, columns=LAW_TEST_COLUMNS)
@@ -361,7 +361,7 @@ def law_tests(cells: pd.DataFrame, by=stats.FIT_KEYS, include_k1: bool = False, 
     parts = []
     for keys, group in stats.groups_by(cells, by):
         k1 = include_k1 or keys.get("kind") in stats.K1_ONLY_KINDS
-        part = _fit_group(group, k1, stats._label("law_tests", keys), level)
+        part = _fit_group(group, k1, stats.group_label("law_tests", keys), level)
         parts.append(pd.concat([pd.DataFrame([keys] * len(part)), part], axis=1) if keys else part)
     keys = [k for k in by if k in cells.columns]
     if not parts:

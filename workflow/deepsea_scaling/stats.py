@@ -38,7 +38,7 @@ COMPARE_KEYS = ("study", "variant")
 # on their K = 1 cells, which gives the baseline law P = ψ^n.
 K1_ONLY_KINDS = tuple(name for name, kind in KINDS.items() if not kind.ensemble)
 
-_P_MIN, _P_MAX = 1e-100, 1.0 - 1e-15  # keeps the link and its derivative finite
+P_MIN, P_MAX = 1e-100, 1.0 - 1e-15  # keeps the link and its derivative finite
 _Z95 = stats.norm.ppf(0.975)
 
 
@@ -46,11 +46,13 @@ class AnalysisWarning(UserWarning):
     """A problem in the data of an analysis step; the message names the case."""
 
 
-def _warn(message: str) -> None:
+def warn(message: str) -> None:
+    """An AnalysisWarning naming the case, attributed to the caller's caller (the analysis step)."""
     warnings.warn(message, category=AnalysisWarning, stacklevel=3)
 
 
-def _label(name: str, keys: dict | None) -> str:
+def group_label(name: str, keys: dict | None) -> str:
+    """`name[key=value, ...]`: which group of which analysis a message is about."""
     if not keys:
         return name
     inner = ", ".join(f"{k}={v}" for k, v in keys.items())
@@ -126,20 +128,20 @@ class PowerLawLink(links.Link):
         return np.exp(e), -np.expm1(e)
 
     def __call__(self, p):
-        p = np.clip(p, _P_MIN, _P_MAX)
+        p = np.clip(p, P_MIN, P_MAX)
         return np.log(self._u(p)[1])
 
     def inverse(self, z):
         z = np.minimum(z, -1e-15)
-        return np.clip(-np.expm1(self.K * np.log1p(-np.exp(z))), _P_MIN, _P_MAX)
+        return np.clip(-np.expm1(self.K * np.log1p(-np.exp(z))), P_MIN, P_MAX)
 
     def deriv(self, p):
-        p = np.clip(p, _P_MIN, _P_MAX)
+        p = np.clip(p, P_MIN, P_MAX)
         u, one_minus_u = self._u(p)
         return u / (self.K * (1 - p) * one_minus_u)
 
     def deriv2(self, p):
-        p = np.clip(p, _P_MIN, _P_MAX)
+        p = np.clip(p, P_MIN, P_MAX)
         u, one_minus_u = self._u(p)
         d1 = u / (self.K * (1 - p) * one_minus_u)
         return d1 / (1 - p) * (1 - 1 / self.K - u / (self.K * one_minus_u))
@@ -156,7 +158,7 @@ class PowerLawLink(links.Link):
         return self.K * ez * (np.exp((self.K - 1) * q) - (self.K - 1) * np.exp((self.K - 2) * q) * ez)
 
 
-def _single_cell_psi(s, t, K, n) -> np.ndarray:
+def single_cell_psi(s, t, K, n) -> np.ndarray:
     """ψ that fits one cell exactly, per cell (NaN at 0 or t successes)."""
     with np.errstate(divide="ignore", invalid="ignore"):
         p = s / t
@@ -230,7 +232,7 @@ def convergence_table(runs: pd.DataFrame, by: Sequence[str] = CELL_KEYS) -> pd.D
     if "num_episodes" in df.columns:
         budgets = grouped["num_episodes"].agg(["min", "max"])
         if (budgets["min"] != budgets["max"]).any():
-            _warn("convergence_table: some cells mix runs of different num_episodes; budget_episodes is their maximum")
+            warn("convergence_table: some cells mix runs of different num_episodes; budget_episodes is their maximum")
         out["budget_episodes"] = budgets["max"]
     out = out.reset_index() if keys else out.reset_index(drop=True)
     out["trials"] = out["trials"].astype(int)
@@ -240,7 +242,7 @@ def convergence_table(runs: pd.DataFrame, by: Sequence[str] = CELL_KEYS) -> pd.D
     out["p_low"], out["p_high"] = wilson_interval(out["successes"], out["trials"])
     n_div = int(out["diverged"].sum())
     if n_div:
-        _warn(f"convergence_table: {n_div} run(s) diverged in {int((out['diverged'] > 0).sum())} cell(s); "
+        warn(f"convergence_table: {n_div} run(s) diverged in {int((out['diverged'] > 0).sum())} cell(s); "
               "counted as not discovered (column 'diverged')")
     cols = keys + ["trials", "successes", "p_hat", "p_low", "p_high", "median_episodes_to_discovery",
                    "all_members_rate", "diverged"] + (["budget_episodes"] if "budget_episodes" in out else [])
@@ -253,7 +255,7 @@ _FIT_COLUMNS = ["psi", "psi_wald_low", "psi_wald_high", "psi_profile_low", "psi_
                 "dispersion", "dispersion_quasi", "r2", "aic", "n_cells", "n_runs", "k_min", "k_max", "n_min", "n_max", "status"]
 
 
-def _usable_cells(cells: pd.DataFrame, include_k1: bool, label: str) -> tuple[pd.DataFrame, list[str]]:
+def usable_cells(cells: pd.DataFrame, include_k1: bool, label: str) -> tuple[pd.DataFrame, list[str]]:
     """Cells the fit uses, and notes on what was left out."""
     missing = {"ensemble_size", "hardness", "successes", "trials"} - set(cells.columns)
     if missing:
@@ -263,7 +265,7 @@ def _usable_cells(cells: pd.DataFrame, include_k1: bool, label: str) -> tuple[pd
     c = c[c["trials"].notna() & c["successes"].notna()]
     empty = c["trials"] <= 0
     if empty.any():
-        _warn(f"{label}: {int(empty.sum())} cell(s) with zero trials left out")
+        warn(f"{label}: {int(empty.sum())} cell(s) with zero trials left out")
         notes.append(f"{int(empty.sum())} empty cell(s) left out")
         c = c[~empty]
     if not include_k1:
@@ -271,7 +273,7 @@ def _usable_cells(cells: pd.DataFrame, include_k1: bool, label: str) -> tuple[pd
     return c, notes
 
 
-def _pearson_dispersion(s, t, p_fit, n_params: int) -> tuple[float, float, float]:
+def pearson_dispersion(s, t, p_fit, n_params: int) -> tuple[float, float, float]:
     """Pearson χ², χ²/df over all cells, and χ²/df over the informative cells.
 
     The quasi-binomial intervals and F tests use the second dispersion: cells
@@ -282,7 +284,7 @@ def _pearson_dispersion(s, t, p_fit, n_params: int) -> tuple[float, float, float
     and 0.8 for a true 1). Falls back to all cells when fewer than
     n_params + 2 cells are informative.
     """
-    p_fit = np.clip(p_fit, _P_MIN, _P_MAX)
+    p_fit = np.clip(p_fit, P_MIN, P_MAX)
     var = t * p_fit * (1 - p_fit)
     terms = (s - t * p_fit) ** 2 / np.clip(var, 1e-300, None)
     pearson = float(terms.sum())
@@ -320,20 +322,20 @@ def fit_psi(cells: pd.DataFrame, include_k1: bool = False, *, label: str | None 
     dispersion, i.e. quasi-binomial); log_psi and log_psi_se; deviance,
     pearson_chi2, dispersion (χ²/df, the published statistic),
     dispersion_quasi (χ²/df over the cells with t·p(1 − p) ≥ 1, which scales
-    the quasi interval: see `_pearson_dispersion`), r2 (of the cell
+    the quasi interval: see `pearson_dispersion`), r2 (of the cell
     proportions), aic;
     n_cells, n_runs, k_min, k_max, n_min, n_max; status ("ok" or the case).
     """
     label = label or "fit_psi"
     row = dict.fromkeys(_FIT_COLUMNS, np.nan)
-    c, notes = _usable_cells(cells, include_k1, label)
+    c, notes = usable_cells(cells, include_k1, label)
     s, t, K, n = (c[col].to_numpy() for col in ("successes", "trials", "ensemble_size", "hardness"))
     row.update(n_cells=len(c), n_runs=int(t.sum()))
     if len(c):
         row.update(k_min=K.min(), k_max=K.max(), n_min=n.min(), n_max=n.max())
 
     def give_up(case: str) -> pd.DataFrame:
-        _warn(f"{label}: {case}")
+        warn(f"{label}: {case}")
         row["status"] = "; ".join([case] + notes)
         return pd.DataFrame([row], columns=_FIT_COLUMNS)
 
@@ -354,7 +356,7 @@ def fit_psi(cells: pd.DataFrame, include_k1: bool = False, *, label: str | None 
     df_resid = len(c) - 1
     p_fit = predicted_probability(np.exp(theta), K, n)
     p_obs = s / t
-    pearson, dispersion, dispersion_quasi = _pearson_dispersion(s, t, p_fit, 1)
+    pearson, dispersion, dispersion_quasi = pearson_dispersion(s, t, p_fit, 1)
     ss_tot = np.sum((p_obs - p_obs.mean()) ** 2)
     z = stats.norm.ppf(0.5 + level / 2)
     row.update(
@@ -371,7 +373,7 @@ def fit_psi(cells: pd.DataFrame, include_k1: bool = False, *, label: str | None 
         row["psi_quasi_low"], row["psi_quasi_high"] = np.exp(theta - z * qse), min(np.exp(theta + z * qse), 1.0)
         row["status"] = "; ".join(["ok"] + notes)
     else:
-        _warn(f"{label}: a single cell; psi fits it exactly, no dispersion, quasi interval or R²")
+        warn(f"{label}: a single cell; psi fits it exactly, no dispersion, quasi interval or R²")
         row["status"] = "; ".join(["single cell: no dispersion"] + notes)
     return pd.DataFrame([row], columns=_FIT_COLUMNS)
 
@@ -398,7 +400,7 @@ def fit_psi_table(cells: pd.DataFrame, by: Sequence[str] = FIT_KEYS, include_k1:
     rows = []
     for keys, group in groups_by(cells, by):
         k1 = include_k1 or (keys.get("kind") in K1_ONLY_KINDS)
-        fit = fit_psi(group, include_k1=k1, label=_label("fit_psi", keys), min_cells=min_cells)
+        fit = fit_psi(group, include_k1=k1, label=group_label("fit_psi", keys), min_cells=min_cells)
         rows.append(pd.concat([pd.DataFrame([keys]), fit], axis=1) if keys else fit)
     if not rows:
         keys = [k for k in by if k in cells.columns]
@@ -416,7 +418,7 @@ def _compare_pair(c: pd.DataFrame, a: str, b: str, include_k1: bool, label: str)
     row.update(kind_a=a, kind_b=b, df=1)
     parts = {}
     for kind in (a, b):
-        part, _ = _usable_cells(c[c["kind"] == kind], include_k1, label)
+        part, _ = usable_cells(c[c["kind"] == kind], include_k1, label)
         parts[kind] = part
         row["n_cells_a" if kind == a else "n_cells_b"] = len(part)
     problems = []
@@ -429,7 +431,7 @@ def _compare_pair(c: pd.DataFrame, a: str, b: str, include_k1: bool, label: str)
             problems.append(f"kind {kind}: all cells succeeded (psi at the boundary 1)")
     if problems:
         case = "; ".join(problems) + "; no test"
-        _warn(f"{label}: {case}")
+        warn(f"{label}: {case}")
         row["status"] = case
         return row
 
@@ -442,11 +444,11 @@ def _compare_pair(c: pd.DataFrame, a: str, b: str, include_k1: bool, label: str)
     if not (np.all(np.isfinite(full.params)) and np.all(full.params < 0) and np.isfinite(pooled.params[0])
             and pooled.params[0] < 0):
         case = "the GLM did not converge; no test"
-        _warn(f"{label}: {case}")
+        warn(f"{label}: {case}")
         row["status"] = case
         return row
     n_obs, n_par = len(both), 2
-    _, _, dispersion = _pearson_dispersion(s, t, full.mu, 2)
+    _, _, dispersion = pearson_dispersion(s, t, full.mu, 2)
     lr = max(float(pooled.deviance - full.deviance), 0.0)
     row.update(psi_a=float(np.exp(full.params[0])), psi_b=float(np.exp(full.params[1])),
                psi_pooled=float(np.exp(pooled.params[0])), lr_stat=lr,
@@ -456,7 +458,7 @@ def _compare_pair(c: pd.DataFrame, a: str, b: str, include_k1: bool, label: str)
         row.update(dispersion=dispersion, f_stat=f_stat, f_df_denom=n_obs - n_par,
                    f_p_value=float(stats.f.sf(f_stat, 1, n_obs - n_par)))
     else:
-        _warn(f"{label}: only {n_obs} cells for 2 parameters; no dispersion, no F test")
+        warn(f"{label}: only {n_obs} cells for 2 parameters; no dispersion, no F test")
         row["status"] = "no residual degrees of freedom: no F test"
     return row
 
@@ -469,7 +471,7 @@ def compare_kinds(cells: pd.DataFrame, kinds: Sequence[str] | None = None, by: S
     and the pooled GLM with one ψ; the deviance difference is χ²₁ under equal
     ψ. Under overdispersion the quasi-likelihood F = (LR / 1) / φ with φ the
     Pearson dispersion of the joint model (over its informative cells, see
-    `_pearson_dispersion`), on (1, cells − 2) df.
+    `pearson_dispersion`), on (1, cells − 2) df.
 
     cells: as for `fit_psi`, plus `kind`. kinds: the kinds to compare (all
     pairs); by default those with cells with K > 1 (boot and bootrp; `eps`
@@ -484,7 +486,7 @@ def compare_kinds(cells: pd.DataFrame, kinds: Sequence[str] | None = None, by: S
         raise ValueError("compare_kinds: cells lack column 'kind'")
     rows = []
     for keys, group in groups_by(cells, by):
-        label = _label("compare_kinds", keys)
+        label = group_label("compare_kinds", keys)
         if kinds is None:
             eligible = group if include_k1 else group[group["ensemble_size"] > 1]
             eligible = eligible[eligible["trials"] > 0]
@@ -493,7 +495,7 @@ def compare_kinds(cells: pd.DataFrame, kinds: Sequence[str] | None = None, by: S
             group_kinds = list(kinds)
         if len(group_kinds) < 2:
             case = f"fewer than two kinds to compare ({', '.join(group_kinds) or 'none'}); no test"
-            _warn(f"{label}: {case}")
+            warn(f"{label}: {case}")
             row = dict.fromkeys(_COMPARE_COLUMNS, np.nan)
             row.update(kind_a=group_kinds[0] if group_kinds else None, status=case)
             rows.append({**keys, **row})
@@ -527,7 +529,7 @@ def compare_variants(cells: pd.DataFrame, baseline: str = "default", include_k1:
             continue
         as_kinds = group.assign(kind=group["variant"])
         for variant in variants:
-            row = _compare_pair(as_kinds, baseline, variant, include_k1, _label("compare_variants", keys))
+            row = _compare_pair(as_kinds, baseline, variant, include_k1, group_label("compare_variants", keys))
             row["variant_a"], row["variant_b"] = row.pop("kind_a"), row.pop("kind_b")
             row["cmh_p_value"] = cmh_p_value(group[group["variant"] == baseline], group[group["variant"] == variant])
             rows.append({**keys, **row})

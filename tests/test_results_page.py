@@ -28,13 +28,21 @@ def test_verdict_places_the_published_psi_against_the_interval():
     text = results_page.verdict(t["fits"])
     psi = [float(x) for x in re.findall(r"ψ = ([0-9.]+) ", text)]
     assert psi == pytest.approx([0.70, 0.93], abs=0.03)
-    assert "(published 0.80 ± 0.01: above the interval)" in text
-    assert "(published 0.87 ± 0.02: below the interval)" in text
+    assert "(published 0.80 ± 0.01: above the interval, the two intervals are disjoint)" in text
+    assert "(published 0.87 ± 0.02: below the interval, the two intervals are disjoint)" in text
+    fits = t["fits"].assign(psi_quasi_high=lambda f: np.where(f["kind"] == "boot", 0.795, f["psi_quasi_high"]))
+    assert "above the interval, the two intervals overlap" in results_page.verdict(fits)
+
+
+def test_a_status_with_notes_is_still_ok():
+    t = _tables(0.80, 0.87)
+    fits = t["fits"].assign(status="ok; 419 empty cell(s) left out")
+    assert results_page.verdict(fits).count("inside the interval") == 2
 
 
 def test_law_rejection_is_reported_only_where_an_alternative_wins():
     tests = pd.DataFrame({"kind": ["boot"] * 3 + ["bootrp"] * 3, "variant": "default",
-                          "model": ["law", "effective_k", "psi_drift"] * 2, "status": "ok",
+                          "model": ["law", "effective_k", "psi_drift"] * 2, "status": "ok; a note",
                           "f_p_value": [np.nan, 0.001, 0.3, np.nan, 0.2, 0.4]})
     assert results_page.law_rejections(tests) == ["BDQN (effective_k, quasi-F p 0.001)"]
 

@@ -29,6 +29,11 @@ def _p(x) -> str:
     return f"{x:.2g}" if x >= 1e-3 else f"{x:.1e}"
 
 
+def _ok(status) -> bool:
+    """A fit's status is "ok", possibly with notes after it ("ok; 419 empty cell(s) left out")."""
+    return str(status).split(";")[0].strip() == "ok"
+
+
 def _default_rows(table: pd.DataFrame) -> pd.DataFrame:
     """The default variant's rows of a table (all rows if it has no variant column)."""
     if "variant" in table.columns:
@@ -41,12 +46,15 @@ def verdict(fits: pd.DataFrame, law_tests: pd.DataFrame | None = None, episodes:
     parts = []
     for row in _default_rows(fits).itertuples():
         paper = PUBLISHED.get(row.kind)
-        if paper is None or row.status != "ok":
+        if paper is None or not _ok(row.status):
             continue
         low, high = row.psi_quasi_low, row.psi_quasi_high
         where = ("inside" if low <= paper.psi <= high else "above" if paper.psi > high else "below")
+        overlap = "" if where == "inside" else (
+            ", the two intervals overlap" if low <= paper.psi + paper.psi_pm and paper.psi - paper.psi_pm <= high
+            else ", the two intervals are disjoint")
         parts.append(f"{KIND_NAMES.get(row.kind, row.kind)} ψ = {row.psi:.3f} [{low:.3f}, {high:.3f}] "
-                     f"(published {paper.psi:.2f} ± {paper.psi_pm:.2f}: {where} the interval)")
+                     f"(published {paper.psi:.2f} ± {paper.psi_pm:.2f}: {where} the interval{overlap})")
     if not parts:
         return "No kind has a psi estimate yet."
     text = f"At {episodes:,} episodes, " + "; ".join(parts) + "."
@@ -61,11 +69,17 @@ def law_rejections(law_tests: pd.DataFrame, level: float = 0.05) -> list[str]:
     out = []
     t = _default_rows(law_tests)
     for kind, rows in t.groupby("kind", sort=True):
-        alt = rows[(rows["model"] != "law") & (rows["status"] == "ok")]
+        alt = rows[(rows["model"] != "law") & rows["status"].map(_ok)]
         if len(alt) and (alt["f_p_value"] < level).any():
             best = alt.loc[alt["f_p_value"].idxmin()]
             out.append(f"{KIND_NAMES.get(kind, kind)} ({best['model']}, quasi-F p {_p(best['f_p_value'])})")
     return out
+
+
+def _machine(host: Mapping) -> str:
+    if "cpu_model" in host:
+        return f"{host['cpu_model']} ({host.get('cpu_count', '?')} cores)"
+    return f"{host.get('processor', 'a')} CPU (model not recorded by these jobs)"
 
 
 def _busy_hours(jobs: Sequence[Mapping]) -> float:
@@ -95,8 +109,7 @@ def cost_summary(provenance: Iterable[Mapping]) -> dict:
     if not jobs:
         return dict(jobs=0)
     wall = [j.get("process_seconds", j.get("wall_seconds", 0.0)) for j in jobs]
-    machines = Counter(f"{j.get('host', {}).get('cpu_model', 'CPU model not recorded')} "
-                       f"({j.get('host', {}).get('cpu_count', '?')} cores)" for j in jobs)
+    machines = Counter(_machine(j.get("host", {})) for j in jobs)
     starts = sorted(j["started_utc"] for j in jobs if j.get("started_utc"))
     ends = sorted(j["finished_utc"] for j in jobs if j.get("finished_utc"))
     return dict(jobs=len(jobs), runs=sum(j.get("batched_runs", 0) for j in jobs), busy_hours=_busy_hours(jobs),
@@ -175,7 +188,8 @@ def results_markdown(study: str, *, episodes: int, fidelity: str, design: str, f
             lines.append(f"| {int(budget):,} | " + " | ".join(cols) + " |")
         lines += [""]
 
-    ensemble = cells[cells["ensemble_size"] > 1] if "ensemble_size" in cells else cells
+    cells = cells[cells["trials"] > 0]  # a design's convergence table also lists the cells it skipped
+    ensemble = cells[cells["ensemble_size"] > 1]
     informative = ((ensemble["p_hat"] > 0.05) & (ensemble["p_hat"] < 0.95)).sum() if len(ensemble) else 0
     lines += ["## Design and cost", "",
               f"{len(cells)} cells trained ({informative} of the {len(ensemble)} ensemble cells between "

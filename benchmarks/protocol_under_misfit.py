@@ -37,7 +37,7 @@ from deepsea_scaling.simulate import (PAPER_KS, PAPER_NS, SimulatedWorlds, simul
 
 
 def alternative_of(tests: pd.DataFrame, kind: str, model: str | None) -> pd.Series:
-    rows = tests[(tests["kind"] == kind) & (tests["status"] == "ok")]
+    rows = tests[(tests["kind"] == kind) & tests["status"].astype(str).str.match(r"ok\b")]
     if "variant" in rows:
         rows = rows[rows["variant"].fillna("default") == "default"]
     if rows.empty:

@@ -11,6 +11,7 @@ learning steps are separate loops, so no branch carries the whole state.
 from __future__ import annotations
 
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, Callable
@@ -31,27 +32,38 @@ from .networks import QNetwork
 from .replay import ReplayBuffer, Transition, replay_add, replay_init, replay_sample, replay_sample_bits
 
 
-def _unrolled_threefry_on_cpu() -> None:
-    """Lower threefry (JAX's PRNG) on CPU as on GPU: unrolled, one fused kernel.
+def _use_threefry_lowering(unrolled: bool) -> None:
+    """Lower threefry (JAX's PRNG) on CPU unrolled, as on GPU, or rolled, JAX's CPU default.
 
-    JAX's CPU lowering rolls threefry's rounds into a small XLA while loop, to
-    compile faster. Inside a training step that loop costs more than all the
-    acting: its rounds run as separate tiny kernels. The unrolled lowering
-    computes the same bits (results are unchanged; tests check run tables
-    bit for bit), so only the speed differs. A JAX without these internals
-    keeps its default.
+    The rolled lowering is a small XLA while loop, quick to compile; inside a
+    training step its rounds run as separate tiny kernels and cost more than
+    all the acting. The unrolled one computes the same bits in one fused
+    kernel but compiles slower. So the hot loop is lowered unrolled (the
+    default here) and the programs run once (init) rolled, saving 1-2 s of
+    compile per job; results are the same either way (the tests check run
+    tables bit for bit). A JAX without these internals keeps its default.
     """
     try:
         from jax._src.interpreters import mlir
-        from jax._src.random import threefry2x32
+        from jax._src.random import threefry2x32 as tf
     except ImportError:
         return
-    rule = getattr(threefry2x32, "_threefry2x32_lowering_rule", None)
+    rule = getattr(tf, "_threefry2x32_lowering_rule" if unrolled else "_threefry2x32_cpu_lowering_rule", None)
     if rule is not None:
-        mlir.register_lowering(threefry2x32.threefry2x32_p, rule, platform="cpu")
+        mlir.register_lowering(tf.threefry2x32_p, rule, platform="cpu")
 
 
-_unrolled_threefry_on_cpu()
+@contextmanager
+def _rolled_threefry():
+    """Lower threefry rolled (one-off programs: faster compile) within the block, unrolled after."""
+    _use_threefry_lowering(unrolled=False)
+    try:
+        yield
+    finally:
+        _use_threefry_lowering(unrolled=True)
+
+
+_use_threefry_lowering(unrolled=True)
 
 
 @struct.dataclass
@@ -370,9 +382,10 @@ def train_batch(
         summary_shardings = {"in_shardings": (sharding,)}
 
     t_start = time.perf_counter()
-    batched_init = jax.vmap(trainer.init, in_axes=(0, hyper_axes))
-    state_shape = jax.eval_shape(batched_init, keys, hyper)
-    init = jax.jit(batched_init, **init_shardings).lower(keys, hyper).compile(compile_options(hot_loop=False))
+    with _rolled_threefry():
+        init_lowered = jax.jit(jax.vmap(trainer.init, in_axes=(0, hyper_axes)), **init_shardings).lower(keys, hyper)
+    state_shape = init_lowered.out_info
+    init = init_lowered.compile(compile_options(hot_loop=False))
     segment = (
         jax.jit(jax.vmap(partial(run_segment, trainer), in_axes=(0, None, hyper_axes)), donate_argnums=0, **segment_shardings)
         .lower(state_shape, jnp.int32(0), hyper)

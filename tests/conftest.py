@@ -47,6 +47,20 @@ def copy_workflow(dest: Path) -> Path:
     return dest
 
 
+# The modules that take longest, longest first (their summed test durations in a
+# full run, `--durations=0`): pytest-xdist's `--dist loadfile` hands whole
+# modules to idle workers in collection order, so starting the long ones first
+# keeps one from being left to run alone at the end. The rest keep their order.
+SLOWEST_FIRST = ["test_slurm.py", "test_e2e.py", "test_robustness.py", "test_frontier_e2e.py", "test_engine.py",
+                 "test_workflow.py", "test_cli.py", "test_fidelity.py", "test_budget.py", "test_gpu_check.py",
+                 "test_inputs.py", "test_reference_e2e.py", "test_plots.py", "test_stats.py"]
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {name: i for i, name in enumerate(SLOWEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: order within a module kept
+
+
 def pytest_unconfigure(config):
     cache = globals().get("_SESSION_CACHE")
     if cache and not hasattr(config, "workerinput"):  # the controller removes what it made

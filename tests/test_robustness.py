@@ -16,7 +16,7 @@ The grouped path's rows equal the rows of the same cells trained alone
 
 Elsewhere: bad input (test_workflow.py, test_study.py, test_inputs.py),
 divergence (test_engine.py, test_stats.py), cluster faults
-(test_slurm_workflow.py).
+(test_slurm.py).
 
 All runs use the study `rmini`, on the grouped path users run
 (`train_grouping: shape`): boot and bootrp with K = 2 at n = 4 train together,

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from conftest import run_snakemake
+from conftest import REPO, run_snakemake
 
 STUDIES = ["default", "paper", "sweep", "tiny", "ablation"]
 
@@ -308,3 +308,24 @@ def test_dry_run_of_each_sequential_design_on_the_paper_grid(workflow_dir, tmp_p
     assert result.returncode == 0, result.output[-3000:]
     assert result.job_counts()["plan_round"] == 1, result.output[-3000:]
     assert result.cpu_seconds < 10, f"planned in {result.cpu_seconds:.1f} s of CPU"
+
+
+def test_profile_keys_are_snakemake_options():
+    """Each profile key is a command-line option of this snakemake + plugin
+    (a misspelt key is otherwise an error only when the profile is used)."""
+    import yaml
+    from snakemake.cli import get_argument_parser
+
+    profile = yaml.safe_load((REPO / "profiles" / "slurm" / "config.yaml").read_text())
+    options = {o for a in get_argument_parser()._actions for o in a.option_strings}
+    unknown = sorted(k for k in profile if f"--{k}" not in options)
+    assert not unknown, f"profile keys that snakemake does not know: {unknown}"
+    assert profile["executor"] == "slurm"
+    assert profile["slurm-status-command"] == "squeue"
+    assert profile["retries"] >= 1
+    # the one training rule asks for a GPU whatever the planning machine has
+    assert set(profile["set-resources"]) == {"train_group"}, profile["set-resources"]
+    assert profile["set-resources"]["train_group"]["gpu"] == 1
+    # runtime/mem of train_group come from the workflow's functions of attempt.
+    assert not {"runtime", "mem_mb"} & set(profile["set-resources"]["train_group"])
+    assert profile["groups"]["merge_runs"] == profile["groups"]["fit_psi"]

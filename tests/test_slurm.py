@@ -1,9 +1,19 @@
-"""The real workflow's grouped training path on the one-node SLURM cluster of .ci/start_slurm.sh, with faults.
+"""The SLURM profile on the real one-node cluster of .ci/start_slurm.sh: a toy workflow and the real one, with faults.
 
-A GROUPED study (train_grouping: shape; kinds boot and bootrp at K=2, n=4, so
+Both runs go through `snakemake --profile profiles/slurm`, at the same time
+(the toy run in a thread beside the real workflow's: most of either is
+Snakemake waiting between status checks), and are checked from SLURM's own
+records (controller log, `scontrol show job`), not just Snakemake's word.
+
+**The toy workflow** (tiny shell rules): every job went through sbatch;
+`train_group` asked SLURM for the (fake) GPU from the profile; the profile's
+group ran `merge_runs` + `fit_psi` as ONE cluster job; a job failing on its
+first attempt was resubmitted by the profile's `retries` and succeeded.
+
+**The real workflow's grouped training path:** a GROUPED study (train_grouping:
+shape; kinds boot and bootrp at K=2, n=4, so
 each training group holds one kind pair; 6 seeds in shards of 2: three
-groups K2_n4_s0-2_*, K2_n4_s2-4_*, K2_n4_s4-6_*) runs with
-`snakemake --profile profiles/slurm`, one `train_group` job per group.
+groups K2_n4_s0-2_*, K2_n4_s2-4_*, K2_n4_s4-6_*), one `train_group` job per group.
 Faults are injected from outside the product: a `python` script first on PATH
 fails the training command whose `--out` is the group table
 
@@ -24,8 +34,8 @@ through SLURM: the runs table holds 2 kinds x 6 seeds, each group table both
 kinds of its seed range.
 
 The training jobs run with `--set-resources train_group:gpu=0` (the test node
-fakes ONE gpu; CPU jobs let both CPUs train): test_slurm_smoke.py checks that
-the profile asks SLURM for a GPU. A run is bounded by RUN_TIMEOUT_S; a run
+fakes ONE gpu; CPU jobs let both CPUs train): the toy run checks that the
+profile asks SLURM for a GPU. A run is bounded by RUN_TIMEOUT_S; a run
 that times out is interrupted and its SLURM jobs cancelled, and every run's
 leftover jobs are cancelled when it ends.
 
@@ -41,6 +51,7 @@ import re
 import sys
 import textwrap
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pandas as pd
@@ -58,6 +69,8 @@ SEEDS = 6
 TARGETS = [f"results/{STUDY}/{t}" for t in
            ("convergence.csv", "psi_fit.csv", "kind_comparison.csv", "residuals.csv")]
 RUN_TIMEOUT_S = 540
+PROFILE = Path(__file__).resolve().parents[1] / "profiles" / "slurm"
+TOY_RUN_TIMEOUT_S = 240
 # Seed ranges of the three groups (group names: K2_n4_s<start>-<stop>_<12 hex>).
 OK, FLAKY, BROKEN = "s0-2", "s2-4", "s4-6"
 GROUP_RE = re.compile(r"K2_n4_(s\d+-\d+)_[0-9a-f]{12}")
@@ -77,11 +90,99 @@ def cluster():
         pytest.skip(reason)
 
 
+# ------------------------------------------------------------ the toy workflow
+TOY_SNAKEFILE = textwrap.dedent(
+    r"""
+    GROUPS = ["K2_n4_s0-2_0123456789ab", "K2_n4_s2-4_0123456789ab"]
+
+    rule all:
+        input: "results/summary.txt"
+
+    # Named like the real rule, so the profile's set-resources apply as well;
+    # no gpu of its own (the real rule's default, train_gpus: 0): the profile's
+    # `set-resources: train_group: gpu: 1` must ask SLURM for it.
+    rule train_group:
+        output: "results/runs/{group}.txt"
+        resources:
+            runtime=lambda wc, attempt: 2 * attempt,
+            mem_mb=lambda wc, attempt: 200 * attempt,
+        shell:
+            "echo group={wildcards.group} slurm_job=$SLURM_JOB_ID "
+            "gpus=$CUDA_VISIBLE_DEVICES > {output}"
+
+    # Fails on its first attempt only: the profile's `retries` must rerun it.
+    rule flaky:
+        output: "results/flaky.txt"
+        resources:
+            attempt_no=lambda wc, attempt: attempt,
+        shell:
+            "mkdir -p attempts && "
+            "echo attempt={resources.attempt_no} slurm_job=$SLURM_JOB_ID >> attempts/flaky.log && "
+            "test {resources.attempt_no} -ge 2 && "
+            "echo ok attempt={resources.attempt_no} > {output}"
+
+    # merge_runs and fit_psi are in the profile's group "postprocess": one sbatch.
+    rule merge_runs:
+        input: expand("results/runs/{group}.txt", group=GROUPS), "results/flaky.txt"
+        output: "results/merged.txt"
+        shell: "cat {input} > {output}"
+
+    rule fit_psi:
+        input: "results/merged.txt"
+        output: "results/summary.txt"
+        shell: "wc -l < {input} > {output}"
+    """
+)
+
+
+class ToyRun:
+    def __init__(self, workdir: Path, returncode: int | None, log: str, t0: float, wall_s: float,
+                 records: dict[int, dict[str, str]]):
+        self.workdir = workdir
+        self.returncode = returncode
+        self.log = log
+        self.t0 = t0
+        self.wall_s = wall_s
+        self.records = records  # taken while the run went: SLURM forgets jobs MinJobAge after they end
+
+    def tail(self, n: int = 60) -> str:
+        return "\n".join(self.log.splitlines()[-n:])
+
+    def jobs(self) -> dict[int, dict[str, str]]:
+        """SLURM job id -> `scontrol show job` record, for this run's sbatch jobs."""
+        ids = sc.snakemake_slurm_ids(self.log)
+        missing = [j for j in ids if j not in self.records]
+        assert not missing, f"no `scontrol show job` record of jobs {missing}"
+        return {j: self.records[j] for j in ids}
+
+
+def run_toy(workdir: Path) -> ToyRun:
+    """The toy workflow through the profile, in `workdir` (about a minute, nearly all of it waiting)."""
+    (workdir / "Snakefile").write_text(TOY_SNAKEFILE)
+    logfile = workdir / "snakemake.log"
+    cmd = [
+        sys.executable, "-m", "snakemake",
+        "--profile", str(PROFILE),
+        "--executor", "slurm",
+        # Poll soon after submitting: toy jobs take seconds. MinJobAge (300 s on
+        # the test cluster) must stay >= 3x this, or the plugin uses sacct.
+        "--slurm-init-seconds-before-status-checks", "5",
+        "--latency-wait", "5",
+        "--directory", str(workdir),
+    ]
+    t0 = time.time()
+    records: dict[int, dict[str, str]] = {}
+    rc, log = sc.run_snakemake_on_slurm(cmd, workdir, logfile, TOY_RUN_TIMEOUT_S, records=records)
+    sc.cancel_run(sc.snakemake_run_uuid(log) or "")  # nothing of the run outlives it
+    return ToyRun(workdir, rc, log, t0, time.time() - t0, records)
+
+
+# ------------------------------------------------- the real workflow, with faults
 # str.format template: {marker}, {retried}, {python}; shell braces doubled.
 FAULTY_PYTHON = textwrap.dedent(
     """\
     #!/bin/sh
-    # Test fault injection (tests/test_slurm_workflow.py), first on PATH.
+    # Test fault injection (tests/test_slurm.py), first on PATH.
     case "$*" in
       *deepsea_scaling.train*"--out "*/K2_n4_s4-6_*.parquet*)
         # Fail only once the flaky group's retry runs (at most 240 s from now).
@@ -139,7 +240,7 @@ def run_study(workdir: Path, config: Path, env: dict) -> Run:
         # poll soon after submitting (MinJobAge must stay >= 3x this)
         "--slurm-init-seconds-before-status-checks", "5",
         "--latency-wait", "5",
-        # the test node fakes ONE gpu: let both CPUs train (test_slurm_smoke checks the gpu)
+        # the test node fakes ONE gpu: let both CPUs train (the toy run checks the gpu)
         "--set-resources", "train_group:gpu=0",
         "--configfile", str(config),
     ]
@@ -166,8 +267,8 @@ def _group_tables(wf: Path) -> dict[str, Path]:
 
 
 @pytest.fixture(scope="module")
-def faulty_then_fixed(cluster, tmp_path_factory, jax_cache_env):
-    """(run with the faults, rerun without them, checkout): a few minutes."""
+def slurm_runs(cluster, tmp_path_factory, jax_cache_env):
+    """(real workflow's run with the faults, its rerun without them, its checkout, the toy run): a few minutes."""
     tmp = tmp_path_factory.mktemp("slurm_workflow")
     wf = copy_workflow(tmp / "wf")
     cell = {"ensemble_sizes": [2], "hardness": [4]}
@@ -182,6 +283,18 @@ def faulty_then_fixed(cluster, tmp_path_factory, jax_cache_env):
     wrapper.write_text(FAULTY_PYTHON.format(marker=tmp / "failed_once", retried=tmp / "retried",
                                             python=sys.executable))
     wrapper.chmod(0o755)
+    toy_dir = tmp / "toy"
+    toy_dir.mkdir()
+    with ThreadPoolExecutor(1) as pool:  # the toy run beside this one: both mostly wait on status checks
+        toy = pool.submit(run_toy, toy_dir)
+        faulty, fixed = _faulty_then_fixed(wf, config, tmp, bindir, jax_cache_env)
+        toy = toy.result()
+    print(f"\nSLURM: toy workflow {toy.wall_s:.0f} s; grouped study: faulty run {faulty.wall_s:.0f} s, "
+          f"rerun {fixed.wall_s:.0f} s")
+    return faulty, fixed, wf, toy
+
+
+def _faulty_then_fixed(wf: Path, config: Path, tmp: Path, bindir: Path, jax_cache_env: dict) -> tuple[Run, Run]:
     faulty = run_study(wf, config, {**jax_cache_env, "PATH": f"{bindir}{os.pathsep}{os.environ['PATH']}"})
     # the job logs and group tables as the faulty run left them (the rerun adds to them)
     faulty.job_logs = {str(p.relative_to(wf)): p.read_text(errors="replace")
@@ -189,8 +302,18 @@ def faulty_then_fixed(cluster, tmp_path_factory, jax_cache_env):
     faulty.tables = {seeds: p.stat().st_mtime_ns for seeds, p in _group_tables(wf).items()}
     faulty.merged = (wf / "results" / STUDY / "runs.parquet").exists()
     fixed = run_study(wf, config, jax_cache_env)
-    print(f"\nSLURM grouped study: faulty run {faulty.wall_s:.0f} s, rerun {fixed.wall_s:.0f} s")
+    return faulty, fixed
+
+
+@pytest.fixture(scope="module")
+def faulty_then_fixed(slurm_runs):
+    faulty, fixed, wf, _ = slurm_runs
     return faulty, fixed, wf
+
+
+@pytest.fixture(scope="module")
+def toy_run(slurm_runs) -> ToyRun:
+    return slurm_runs[3]
 
 
 def _minutes(limit: str) -> float:
@@ -285,3 +408,69 @@ def test_rerun_trains_only_the_failed_group_and_finishes_through_sbatch(faulty_t
     assert _kinds_and_seeds(runs) == {kind: list(range(SEEDS)) for kind in KINDS}
     for table in TARGETS:
         assert (wf / table).stat().st_size > 0, table
+
+
+# ------------------------------------------------------------ toy workflow checks
+@pytest.mark.slurm
+def test_toy_workflow_runs_through_sbatch(toy_run):
+    assert toy_run.returncode is not None, (
+        f"snakemake did not finish within {TOY_RUN_TIMEOUT_S} s:\n{toy_run.tail()}"
+    )
+    assert toy_run.returncode == 0, f"snakemake failed:\n{toy_run.tail()}"
+    w = toy_run.workdir
+    names = [f"runs/{g}.txt" for g in ("K2_n4_s0-2_0123456789ab", "K2_n4_s2-4_0123456789ab")]
+    for name in [*names, "flaky.txt", "merged.txt", "summary.txt"]:
+        assert (w / "results" / name).is_file(), f"missing output results/{name}"
+    assert (w / "results" / "summary.txt").read_text().strip() == "3"
+
+    # Every job snakemake says it submitted is one SLURM accepted from sbatch.
+    ids = sc.snakemake_slurm_ids(toy_run.log)
+    # 2 training groups + flaky twice (retry) + 1 postprocess group job; nothing ran locally.
+    assert len(ids) == 5, f"expected 5 sbatch submissions, snakemake reported {ids}"
+    recorded = sc.submitted_job_ids_since(toy_run.t0)
+    assert set(ids) <= recorded, f"SLURM recorded {sorted(recorded)}, snakemake {ids}"
+
+    jobs = toy_run.jobs()
+    for jid, rec in jobs.items():
+        assert rec["JobState"] in {"COMPLETED", "FAILED"}, (jid, rec)
+        assert Path(rec["WorkDir"]).resolve() == w.resolve(), (jid, rec["WorkDir"])
+    by_rule: dict[str, list[int]] = {}
+    for jid, rec in jobs.items():
+        by_rule.setdefault(rec.get("Comment", ""), []).append(jid)
+    comments = sorted(by_rule)
+
+    # train_group: one job per group, each asking SLURM for the GPU (from the profile).
+    train = [j for j in jobs if jobs[j]["Comment"].startswith("rule_train_group")]
+    assert len(train) == 2, comments
+    for j in train:
+        assert jobs[j]["JobState"] == "COMPLETED"
+        assert "gpu:1" in jobs[j].get("TresPerJob", ""), jobs[j]
+    # ... and the shell command ran inside those SLURM jobs.
+    group_jobs = set()
+    for name in names:
+        text = (w / "results" / name).read_text()
+        fields = dict(kv.split("=", 1) for kv in text.split())
+        group_jobs.add(int(fields["slurm_job"]))
+    assert group_jobs == set(train), (group_jobs, train)
+
+    # The profile's group: merge_runs and fit_psi in ONE cluster job.
+    group = [j for j in jobs if "postprocess" in jobs[j]["Comment"]]
+    assert len(group) == 1, comments
+    assert jobs[group[0]]["JobState"] == "COMPLETED"
+    assert not any(c.startswith(("rule_merge_runs", "rule_fit_psi")) for c in comments), comments
+
+
+@pytest.mark.slurm
+def test_failed_first_attempt_is_retried(toy_run):
+    assert toy_run.returncode == 0, f"snakemake failed:\n{toy_run.tail()}"
+    jobs = toy_run.jobs()
+    flaky = sorted(j for j in jobs if jobs[j]["Comment"] == "rule_flaky")
+    assert len(flaky) == 2, f"flaky should be submitted twice: {flaky}"
+    first, second = (jobs[j] for j in flaky)
+    assert first["JobState"] == "FAILED" and first["ExitCode"].startswith("1:"), first
+    assert second["JobState"] == "COMPLETED", second
+    attempts = (toy_run.workdir / "attempts" / "flaky.log").read_text().split("\n")
+    attempts = [dict(kv.split("=", 1) for kv in a.split()) for a in attempts if a.strip()]
+    assert [a["attempt"] for a in attempts] == ["1", "2"]
+    assert [int(a["slurm_job"]) for a in attempts] == flaky
+    assert (toy_run.workdir / "results" / "flaky.txt").read_text().split() == ["ok", "attempt=2"]

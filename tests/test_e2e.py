@@ -33,9 +33,9 @@ def test_every_table_and_figure(tiny_run):
             assert image.size[0] > 300 and image.size[1] > 200, (figure, image.size)
             assert len(image.convert("L").getcolors(maxcolors=1 << 16) or range(1 << 16)) > 20, figure
         assert (tiny_run / "plots" / "tiny" / f"{figure}.pdf").read_bytes().startswith(b"%PDF"), figure
-    # one table and one sidecar per training group (tiny trains cell by cell: 10 cells x 2 shards)
+    # one table and one sidecar per training group (tiny trains cell by cell: 10 cells, one shard each)
     tables = sorted((tiny_run / "results" / "tiny" / "runs").glob("*.parquet"))
-    assert len(tables) == 20 and all(t.with_suffix(".json").exists() for t in tables)
+    assert len(tables) == 10 and all(t.with_suffix(".json").exists() for t in tables)
 
 
 def test_table_rows(tiny_run):
@@ -138,7 +138,7 @@ def test_results_page_quotes_the_tables_and_copies_the_figures(tiny_run):
     for row in fits.itertuples():
         if row.status == "ok":
             assert f"ψ = {row.psi:.3f} [{row.psi_quasi_low:.3f}, {row.psi_quasi_high:.3f}]" in page
-    assert "20 training jobs" in page  # one per group table, all of them
+    assert "10 training jobs" in page  # one per group table, all of them
     for figure in FIGURES + ["psi_by_budget"]:
         assert (page_dir / f"{figure}.png").read_bytes() == (tiny_run / "plots" / "tiny" / f"{figure}.png").read_bytes()
         assert f"]({figure}.png)" in page

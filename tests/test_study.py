@@ -51,7 +51,7 @@ def test_tiny_study_cells(config):
         assert c.config.rb_size == 1000 and c.config.learning_starts == 500
         assert c.config.num_episodes == tiny.num_episodes
         assert (c.config.kind, c.config.ensemble_size, c.config.hardness) == (c.kind, c.ensemble_size, c.hardness)
-    assert tiny.shards() == [(0, 2), (2, 4)]
+    assert tiny.shards() == [(0, 4)]
 
 
 def test_paper_grid_is_the_reference_grid(config):

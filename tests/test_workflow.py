@@ -67,13 +67,13 @@ def test_one_figure_plans_only_what_it_needs(workflow_dir):
     result = run_snakemake(workflow_dir, "-n", "plots/tiny/residuals.png")
     assert result.returncode == 0, result.output[-3000:]
     assert result.job_counts() == {
-        "train_group": 20,  # 10 cells x 2 shards (tiny trains cell by cell)
+        "train_group": 10,  # 10 cells, one shard each (tiny trains cell by cell)
         "merge_runs": 1,
         "convergence_table": 1,
         "fit_psi": 1,
         "residuals_table": 1,
         "plot_residuals": 1,
-        "total": 25,
+        "total": 15,
     }
 
 
@@ -92,7 +92,7 @@ def _train_resources(output: str) -> list[str]:
 def test_train_group_resources_and_command(workflow_dir):
     result = run_snakemake(workflow_dir, "-n", "-p", "--config", "study=tiny")
     resources = _train_resources(result.output)
-    assert len(resources) == 20, result.output[-3000:]
+    assert len(resources) == 10, result.output[-3000:]
     # no GPU unless the config says so, whatever the planning machine has
     assert all("gpu=0" in r and "runtime=" in r and "mem_mb=" in r for r in resources), resources
     assert "XLA_PYTHON_CLIENT_PREALLOCATE=${XLA_PYTHON_CLIENT_PREALLOCATE:-false}" in result.output

@@ -222,11 +222,12 @@ def reference(tmp_path_factory, jax_cache_env) -> Checkout:
     return checkout
 
 
-def _interrupt_after_first_group(checkout: Checkout, interrupt) -> tuple[Background, set[str], dict]:
+def _interrupt_after_a_group(checkout: Checkout, interrupt, left: int = N_GROUPS) -> tuple[Background, set[str], dict]:
     """Start the study, call interrupt(run) once a group is finished, wait for the run to end.
 
-    Returns the run, the groups Snakemake reported finished before the
-    interruption, and the mtimes of those tables.
+    `left`: the groups still to train when it starts. Returns the run, the
+    groups Snakemake reported finished before the interruption, and the
+    mtimes of those tables.
     """
     run = checkout.start()
     wait_until(lambda: finished_groups(run.text()), 120, "a finished training group")
@@ -237,7 +238,7 @@ def _interrupt_after_first_group(checkout: Checkout, interrupt) -> tuple[Backgro
     # nothing of the interrupted run is still training (orphans of a killed
     # Snakemake finish on their own first, as they would on a real machine)
     wait_until(lambda: not train_pids(checkout.wf), 120, "orphaned training jobs to end")
-    assert 0 < len(done) < N_GROUPS, f"interrupted too late to test anything: {done}"
+    assert 0 < len(done) < left, f"interrupted too late to test anything: {done}"
     mtimes = {p: (checkout.wf / p).stat().st_mtime_ns for p in done}
     return run, done, mtimes
 
@@ -258,25 +259,24 @@ def _rerun_and_check(checkout: Checkout, done: set[str], mtimes: dict, reference
 
 # ------------------------------------------------------ 1. interrupted runs
 @pytest.mark.slow
-def test_sigint_then_same_command_trains_only_unfinished_groups(reference, tmp_path):
+def test_sigint_then_sigkill_then_same_command_trains_only_unfinished_groups(reference, tmp_path):
+    """Ctrl-C (SIGINT to the whole foreground process group) once a group is finished; the same
+    command again, its Snakemake alone SIGKILLed once another group is finished (its lock and
+    incomplete-markers stay behind, its running jobs finish as orphans); the same command a third
+    time: the workflow profile (nolock, rerun-incomplete) lets it finish, training only groups no
+    run finished, and the tables are the uninterrupted run's, exactly."""
     checkout = new_checkout(tmp_path, reference.env)
-    # Ctrl-C: SIGINT to the whole foreground process group
-    run, done, mtimes = _interrupt_after_first_group(
-        checkout, lambda run: os.killpg(run.proc.pid, signal.SIGINT))
+    run, done, mtimes = _interrupt_after_a_group(checkout, lambda run: os.killpg(run.proc.pid, signal.SIGINT))
     assert run.proc.returncode != 0
     assert not (checkout.wf / "results" / STUDY / "runs.parquet").exists()
-    _rerun_and_check(checkout, done, mtimes, reference)
 
-
-@pytest.mark.slow
-def test_sigkill_of_snakemake_then_same_command_finishes(reference, tmp_path):
-    """SIGKILL leaves Snakemake's lock and incomplete-markers behind; the
-    workflow profile (nolock, rerun-incomplete) lets the same command finish."""
-    checkout = new_checkout(tmp_path, reference.env)
-    run, done, mtimes = _interrupt_after_first_group(
-        checkout, lambda run: os.kill(run.proc.pid, signal.SIGKILL))  # Snakemake only
-    assert run.proc.returncode == -signal.SIGKILL
-    _rerun_and_check(checkout, done, mtimes, reference)
+    again, done_again, mtimes_again = _interrupt_after_a_group(
+        checkout, lambda run: os.kill(run.proc.pid, signal.SIGKILL), left=N_GROUPS - len(done))  # Snakemake only
+    assert again.proc.returncode == -signal.SIGKILL
+    assert not done & done_again, f"groups the first run finished were trained again: {done & done_again}"
+    for path in done:
+        assert (checkout.wf / path).stat().st_mtime_ns == mtimes[path], f"{path} was retrained"
+    _rerun_and_check(checkout, done | done_again, {**mtimes, **mtimes_again}, reference)
 
 
 # Test-only fault, loaded by every Python started with this folder on

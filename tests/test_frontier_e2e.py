@@ -3,9 +3,10 @@
 - frontier: a pilot and at most `max_rounds` rounds, each cell trained once,
   the convergence table marking exactly the cells trained and their round;
 - a run killed between two rounds, rerun with the same command, retrains
-  nothing and ends with the tables of the uninterrupted run;
-- a stopped study's finished tables, committed (what `.gitignore` lets in) and
-  cloned, resume there: the same command trains only what is missing.
+  nothing and ends with the tables of the uninterrupted run; its finished
+  tables, committed (what `.gitignore` lets in) and cloned, resume in the
+  clone too: the same command trains only what is missing (one test: the
+  killed checkout is the stopped study the clone is made from).
 
 One frontier study (named `paper_check`, so that `.gitignore` lets its tables
 in) is trained once for the module; the interrupted and cloned runs train the
@@ -102,49 +103,6 @@ def _same_tables(wf: Path, reference: Path, study: str):
         assert (wf / "results" / study / table).read_text() == (reference / "results" / study / table).read_text()
 
 
-def test_run_killed_between_rounds_resumes_without_retraining(frontier_run, tmp_path):
-    """The whole run (Snakemake and its jobs, as when a node dies) is killed the moment round 1 is
-    planned: round 0's tables are kept, round 1's work is left; the same command then plans round 0
-    no more, retrains nothing, trains what was left and ends with the uninterrupted run's tables."""
-    wf_ref, config, env = frontier_run
-    plans_ref = _plans(wf_ref, FRONTIER)
-    wf = copy_workflow(tmp_path / "wf")
-    log = open(tmp_path / "run.out", "w")
-    proc = subprocess.Popen([sys.executable, "-m", "snakemake", *_targets(FRONTIER), "--cores", "2",
-                             "--configfile", str(config)], cwd=wf, env={**os.environ, "MPLBACKEND": "Agg", **env},
-                            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
-    design = wf / "results" / FRONTIER / "design"
-    deadline = time.monotonic() + 600
-    while not (design / "round_1.json").exists() and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert (design / "round_1.json").exists(), (tmp_path / "run.out").read_text()[-3000:]
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait(timeout=300)
-    log.close()
-    for _ in range(600):  # a job in a process group of its own would outlive the kill: wait for it
-        if not subprocess.run(["pgrep", "-f", str(wf)], capture_output=True).stdout:
-            break
-        time.sleep(0.2)
-
-    before = {p.name: p.stat().st_mtime_ns for p in _tables(wf, FRONTIER)}
-    round0_mtime = (design / "round_0.json").stat().st_mtime_ns
-    assert len(before) == len(plans_ref[0]["units"]), "round 0's tables, and only they, exist when round 1 is planned"
-    left = {p.name for p in _tables(wf_ref, FRONTIER)} - set(before)
-    assert left and len(left) == len(plans_ref[1]["units"]), "the kill left round 1's work to do"
-
-    rerun = run_snakemake(wf, *_targets(FRONTIER), "--cores", "2", "--configfile", str(config), env=env,
-                          timeout=900)
-    assert rerun.returncode == 0, rerun.output[-4000:]
-    # round 0 finished before the kill and is not planned again (round 1's plan may be: Snakemake never
-    # recorded that job's end); every plan is the uninterrupted run's
-    assert (design / "round_0.json").stat().st_mtime_ns == round0_mtime
-    assert _plans(wf, FRONTIER) == plans_ref
-    assert rerun.job_counts().get("train_group", 0) == len(left), rerun.output[-4000:]
-    for name, mtime in before.items():  # nothing trained is trained again
-        assert (wf / "results" / FRONTIER / "runs" / name).stat().st_mtime_ns == mtime, name
-    _same_tables(wf, wf_ref, FRONTIER)
-
-
 # ------------------------------------------- committed tables, resumed in a clone
 def _git(cwd: Path, *args: str) -> str:
     env = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.org", "GIT_COMMITTER_NAME": "t",
@@ -175,44 +133,82 @@ def _group_tables(config_path: Path, study: str) -> dict[tuple, str]:
     return {(g.cells[0].hash, g.start, g.stop): g.table for g in groups_lib.train_groups(loaded)}
 
 
-def test_a_clone_with_the_committed_tables_trains_only_what_is_missing(frontier_run, tmp_path):
-    """A study stopped after round 0 and one unit of round 1, its finished tables committed (what
-    .gitignore lets in) and cloned (checkout times, no .snakemake/): the dry run there lists only the
-    missing units, the run trains only those, the committed files keep their bytes and times, and the
-    tables are the uninterrupted run's."""
+def test_run_killed_between_rounds_resumes_there_and_in_a_clone(frontier_run, tmp_path):
+    """The whole run (Snakemake and its jobs, as when a node dies) is killed the moment round 1 is
+    planned: round 0's tables are kept, round 1's work is left. One unit of round 1 is then trained
+    alone, and the finished tables committed (what .gitignore lets in) and cloned (checkout times, no
+    .snakemake/). There, the dry run lists only the missing units and the run trains only those,
+    leaving the committed files' bytes and times; here, the same command plans round 0 no more,
+    retrains nothing and trains what was left. Both end with the uninterrupted run's tables."""
     if shutil.which("git") is None:
         pytest.skip("git is not installed")
     from conftest import REPO
 
     wf_ref, config, env = frontier_run
+    plans_ref = _plans(wf_ref, FRONTIER)
     tables_of = _group_tables(config, FRONTIER)
+    wf = copy_workflow(tmp_path / "wf")
+    shutil.copy(REPO / ".gitignore", wf / ".gitignore")
+    log = open(tmp_path / "run.out", "w")
+    proc = subprocess.Popen([sys.executable, "-m", "snakemake", *_targets(FRONTIER), "--cores", "2",
+                             "--configfile", str(config)], cwd=wf, env={**os.environ, "MPLBACKEND": "Agg", **env},
+                            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+    design = wf / "results" / FRONTIER / "design"
+    deadline = time.monotonic() + 600
+    while not (design / "round_1.json").exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert (design / "round_1.json").exists(), (tmp_path / "run.out").read_text()[-3000:]
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=300)
+    log.close()
+    for _ in range(600):  # a job in a process group of its own would outlive the kill: wait for it
+        if not subprocess.run(["pgrep", "-f", str(wf)], capture_output=True).stdout:
+            break
+        time.sleep(0.2)
 
-    first = copy_workflow(tmp_path / "first")
-    shutil.copy(REPO / ".gitignore", first / ".gitignore")
-    round1 = f"results/{FRONTIER}/design/round_1.json"
-    result = run_snakemake(first, round1, "--cores", "2", "--configfile", str(config), env=env, timeout=900)
-    assert result.returncode == 0, result.output[-4000:]
-    plan0, plan1 = _plans(first, FRONTIER)[:2]
-    assert not plan1["done"] and len(plan1["units"]) >= 2, plan1
-    one = tables_of[tuple(plan1["units"][0])]
-    result = run_snakemake(first, one, "--cores", "2", "--configfile", str(config), env=env, timeout=900)
-    assert result.returncode == 0, result.output[-4000:]
-    finished = {tables_of[tuple(u)] for u in plan0["units"]} | {one}
-    missing = {tables_of[tuple(u)] for u in plan1["units"][1:]}
+    killed = {p.name for p in _tables(wf, FRONTIER)}
+    round0_mtime = (design / "round_0.json").stat().st_mtime_ns
+    assert len(killed) == len(plans_ref[0]["units"]), "round 0's tables, and only they, exist when round 1 is planned"
+    assert _plans(wf, FRONTIER)[1] == plans_ref[1]
+    assert len(plans_ref[1]["units"]) >= 2, plans_ref[1]
 
-    _git(first, "init", "-q")
-    _git(first, "add", "-A")
-    _git(first, "commit", "-q", "-m", "round 0 and part of round 1")
-    committed = set(_git(first, "ls-files", "results").split())
-    assert committed == set(_digests(first, FRONTIER)), committed
+    # one unit of round 1 alone, then commit what .gitignore lets in, and clone
+    one = tables_of[tuple(plans_ref[1]["units"][0])]
+    result = run_snakemake(wf, one, "--cores", "2", "--configfile", str(config), env=env, timeout=900)
+    assert result.returncode == 0, result.output[-4000:]
+    assert result.job_counts().get("train_group", 0) == 1, result.output[-4000:]
+    before = {p.name: p.stat().st_mtime_ns for p in _tables(wf, FRONTIER)}
+    left = {p.name for p in _tables(wf_ref, FRONTIER)} - set(before)
+    assert left and len(left) == len(plans_ref[1]["units"]) - 1, "round 1's work is left to do"
+    finished = {tables_of[tuple(u)] for u in plans_ref[0]["units"]} | {one}
+    missing = {tables_of[tuple(u)] for u in plans_ref[1]["units"][1:]}
+    _git(wf, "init", "-q")
+    _git(wf, "add", "-A")
+    _git(wf, "commit", "-q", "-m", "round 0 and part of round 1")
+    committed = set(_git(wf, "ls-files", "results").split())
+    assert committed == set(_digests(wf, FRONTIER)), committed
     assert {p for p in committed if p.endswith(".parquet")} == finished
     clone = tmp_path / "clone"
-    _git(tmp_path, "clone", "-q", str(first), str(clone))
+    _git(tmp_path, "clone", "-q", str(wf), str(clone))
     assert not (clone / ".snakemake").exists() and not (clone / "logs").exists()
-    before = _digests(clone, FRONTIER)
-    assert before == _digests(first, FRONTIER)
-    times = {p: (clone / p).stat().st_mtime_ns for p in before}
+    committed_digests = _digests(clone, FRONTIER)
+    assert committed_digests == _digests(wf, FRONTIER)
+    times = {p: (clone / p).stat().st_mtime_ns for p in committed_digests}
 
+    # here: the same command, after the kill
+    rerun = run_snakemake(wf, *_targets(FRONTIER), "--cores", "2", "--configfile", str(config), env=env,
+                          timeout=900)
+    assert rerun.returncode == 0, rerun.output[-4000:]
+    # round 0 finished before the kill and is not planned again (round 1's plan may be: Snakemake never
+    # recorded that job's end); every plan is the uninterrupted run's
+    assert (design / "round_0.json").stat().st_mtime_ns == round0_mtime
+    assert _plans(wf, FRONTIER) == plans_ref
+    assert rerun.job_counts().get("train_group", 0) == len(left), rerun.output[-4000:]
+    for name, mtime in before.items():  # nothing trained is trained again
+        assert (wf / "results" / FRONTIER / "runs" / name).stat().st_mtime_ns == mtime, name
+    _same_tables(wf, wf_ref, FRONTIER)
+
+    # in the clone
     dry = run_snakemake(clone, *_targets(FRONTIER), "--cores", "2", "--configfile", str(config), "-n", env=env)
     assert dry.returncode == 0, dry.output[-4000:]
     counts = dry.job_counts()
@@ -220,13 +216,12 @@ def test_a_clone_with_the_committed_tables_trains_only_what_is_missing(frontier_
     assert counts.get("plan_round", 0) == 1, dry.output[-4000:]  # round 2, once round 1 is trained
     assert all(table in dry.output for table in missing)
     assert not any(f"output: {table}" in dry.output for table in finished)
-
     run = run_snakemake(clone, *_targets(FRONTIER), "--cores", "2", "--configfile", str(config), env=env,
                         timeout=900)
     assert run.returncode == 0, run.output[-4000:]
     assert run.job_counts().get("train_group", 0) == len(missing), run.output[-4000:]
     after = _digests(clone, FRONTIER)
-    for path, digest in before.items():
+    for path, digest in committed_digests.items():
         assert after[path] == digest and (clone / path).stat().st_mtime_ns == times[path], f"{path} rewritten"
     _same_tables(clone, wf_ref, FRONTIER)
 

@@ -65,6 +65,7 @@ def test_help_describes_every_option():
         assert option in text
 
 
+@pytest.mark.slow
 def test_smoke_run_writes_table_and_sidecar_and_is_deterministic(tmp_path):
     outs = [tmp_path / "a" / "shard.parquet", tmp_path / "b" / "shard.parquet"]
     for out in outs:
@@ -83,6 +84,7 @@ def test_smoke_run_writes_table_and_sidecar_and_is_deterministic(tmp_path):
     assert not list(outs[0].parent.glob(".*tmp*"))  # no temporary files left
 
 
+@pytest.mark.slow
 def test_batch_of_cells_alone_and_split_over_cpu_devices_train_the_same(tmp_path):
     """A batch of 4 runs (boot and bootrp with another learning rate: batched hyperparameters) writes
     each entry's table and sidecar, the rows of the cell trained alone; with --cpu-devices 3 it uses
@@ -124,6 +126,7 @@ def test_batch_of_cells_alone_and_split_over_cpu_devices_train_the_same(tmp_path
     assert one["discovered"].sum() > 0  # the runs did learn something to compare
 
 
+@pytest.mark.slow
 def test_eps_forces_one_member(tmp_path):
     out = tmp_path / "eps.parquet"
     res = cli(*SMALL, "--kind", "eps", "--ensemble-size", "5", "--seeds", "0:1", "--out", str(out))

@@ -138,6 +138,7 @@ def probe_config(kind, steps):
                        target_period=10, gamma=0.9, discovery_threshold=1.0)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", KINDS)
 def test_agents_learn_analytic_q_values(kind):
     """One-step reward: Q = 1 everywhere. Two-step chain: Q(s1) = 1, Q(s0) = gamma."""
@@ -155,6 +156,7 @@ def test_agents_learn_analytic_q_values(kind):
         np.testing.assert_allclose(q, target, atol=0.05)
 
 
+@pytest.mark.slow
 def test_prior_network_is_unchanged_by_training():
     cfg = probe_config("bootrp", steps=8 * 300)
     trainer = make_train(cfg, env=probe_adapter(2))
@@ -168,6 +170,7 @@ def test_prior_network_is_unchanged_by_training():
     assert all(moved)  # while the trained networks did move
 
 
+@pytest.mark.slow
 def test_members_resampled_only_at_episode_ends():
     n = 4
     cfg = TrainConfig(kind="boot", ensemble_size=8, hardness=n, num_episodes=24 * 6, rb_size=200, learning_starts=100)
@@ -190,6 +193,7 @@ def small(kind="bootrp", **kw):
                                  rb_size=500, learning_starts=240, num_probe_states=16, num_log_points=10), **kw})
 
 
+@pytest.mark.slow
 def test_shard_invariance_and_determinism():
     cfg = small()
     alone = train_seeds(cfg, range(0, 4)).metrics
@@ -203,6 +207,7 @@ def test_shard_invariance_and_determinism():
     assert config_hash(cfg) != config_hash(small(base_seed=1))
 
 
+@pytest.mark.slow
 def test_host_driven_segments_equal_one_jitted_run():
     """Cutting training into host-driven segments changes no outcome.
 
@@ -226,6 +231,7 @@ def test_absurd_learning_rate_is_recorded_as_divergence_not_a_crash():
     assert m["diverged"].all() and not m["discovered"].any()
 
 
+@pytest.mark.slow
 def test_diversity_curve_has_a_point_per_log_point_after_learning_starts():
     m = train_seeds(small("bootrp"), range(2)).metrics
     div = m["diversity"]
@@ -235,6 +241,7 @@ def test_diversity_curve_has_a_point_per_log_point_after_learning_starts():
     assert np.nanmax(m_eps["diversity"]) == 0.0  # one member: nothing to disagree
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", KINDS)
 def test_every_kind_trains_on_cartpole_with_a_step_budget(kind):
     cfg = TrainConfig(kind=kind, ensemble_size=2, env_name="CartPole-v1", num_env_steps=24 * 150,
@@ -256,6 +263,7 @@ def test_invalid_configs_name_the_option():
         make_env(TrainConfig(env_name="NoSuchEnv-v0", num_env_steps=10))
 
 
+@pytest.mark.slow
 def test_a_runs_row_is_the_same_alone_or_batched_with_other_cells():
     """Batching cells of other hyperparameters (and boot with bootrp) into one program changes no run."""
     from deepsea_scaling.config import program_signature

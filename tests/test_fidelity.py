@@ -120,6 +120,7 @@ def test_every_run_gets_the_shared_map_in_reference_mode():
 
 
 # ------------------------------------------------------------- INITIALISATION
+@pytest.mark.slow
 def test_uniform_initialisation_bounds_weights_and_biases_by_fan_in(reference_run):
     config, trainer, fn = reference_run
     n, width = config.hardness, config.hidden_sizes[0]
@@ -144,6 +145,7 @@ def test_uniform_initialisation_bounds_weights_and_biases_by_fan_in(reference_ru
 
 
 # ------------------------------------------------------------------- WARM-UP
+@pytest.mark.slow
 def test_warmup_is_unlogged_members_fixed_and_budget_counts_learning_episodes(reference_run):
     config, trainer, fn = reference_run
     hyper = default_hyper(config)
@@ -182,6 +184,7 @@ def test_prior_decays_by_exp_lr_k_wd_steps_when_decay_covers_it(reference_run):
     assert 1 - expected > 0.03
 
 
+@pytest.mark.slow
 def test_prior_stays_fixed_when_decay_covers_only_the_online_networks():
     config = TrainConfig(**{**REF, "decay_scope": "online", "learning_rate": 1e-2, "weight_decay": 1e-2})
     trainer = make_train(config)
@@ -212,6 +215,7 @@ def test_targets_are_independent_until_the_50th_step_then_the_online_networks(re
     assert leaves_equal(s0.target, (s0.params, s0.prior))
 
 
+@pytest.mark.slow
 def test_mean_loss_reduction_is_one_kth_of_the_sum(reference_run):
     from deepsea_scaling.replay import replay_sample
     config, trainer, fn = reference_run

@@ -144,6 +144,7 @@ def test_kinds_are_one_table_that_config_reads():
 
 
 # ------------------------------------------------------------ failed writes
+@pytest.mark.slow
 @pytest.mark.parametrize("failing", ["write_json", "write_table"])
 def test_a_failed_write_leaves_neither_file_and_exits_in_one_line(tmp_path, monkeypatch, capsys, failing):
     from deepsea_scaling import io, train

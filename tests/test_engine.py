@@ -138,35 +138,45 @@ def probe_config(kind, steps):
                        target_period=10, gamma=0.9, discovery_threshold=1.0)
 
 
+@pytest.fixture(scope="module")
+def trained_on_the_chain():
+    """kind -> (trainer, hyper, keys, final states) of 2 runs trained on the two-step chain (once per module)."""
+    trained = {}
+
+    def get(kind):
+        if kind not in trained:
+            cfg = probe_config(kind, steps=8 * 600)
+            trainer = make_train(cfg, env=probe_adapter(2))
+            hyper = default_hyper(cfg)
+            keys = seed_keys(cfg, range(2))
+            trained[kind] = trainer, hyper, keys, jax.jit(jax.vmap(lambda k: run(trainer, k, hyper)))(keys)
+        return trained[kind]
+
+    return get
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("kind", KINDS)
-def test_agents_learn_analytic_q_values(kind):
-    """One-step reward: Q = 1 everywhere. Two-step chain: Q(s1) = 1, Q(s0) = gamma."""
-    for length, expected in [(1, [1.0]), (2, [0.9, 1.0])]:
-        cfg = probe_config(kind, steps=8 * 600)
-        trainer = make_train(cfg, env=probe_adapter(length))
-        hyper = default_hyper(cfg)
-        state = jax.jit(jax.vmap(lambda k: run(trainer, k, hyper)))(seed_keys(cfg, range(2)))
-        obs = jnp.eye(length)
-        q = jax.vmap(lambda s: trainer.agent.q_shared(s.params, s.prior, obs, hyper))(state)  # (S, K, L, A)
-        q = np.asarray(q)
-        if kinds.KINDS[kind].explores_by != "epsilon":  # greedy members only ever try their preferred action
-            q = q.max(axis=-1, keepdims=True)
-        target = np.broadcast_to(np.array(expected)[None, None, :, None], q.shape)
-        np.testing.assert_allclose(q, target, atol=0.05)
+def test_agents_learn_analytic_q_values(kind, trained_on_the_chain):
+    """Two-step chain s0 -> s1 -> end, reward 1 only on leaving s1: Q(s1) = 1 (a one-step reward, the
+    terminal case), Q(s0) = gamma (one bootstrapped step)."""
+    trainer, hyper, _, state = trained_on_the_chain(kind)
+    obs = jnp.eye(2)
+    q = jax.vmap(lambda s: trainer.agent.q_shared(s.params, s.prior, obs, hyper))(state)  # (S, K, L, A)
+    q = np.asarray(q)
+    if kinds.KINDS[kind].explores_by != "epsilon":  # greedy members only ever try their preferred action
+        q = q.max(axis=-1, keepdims=True)
+    target = np.broadcast_to(np.array([0.9, 1.0])[None, None, :, None], q.shape)
+    np.testing.assert_allclose(q, target, atol=0.05)
 
 
 @pytest.mark.slow
-def test_prior_network_is_unchanged_by_training():
-    cfg = probe_config("bootrp", steps=8 * 300)
-    trainer = make_train(cfg, env=probe_adapter(2))
-    hyper = default_hyper(cfg)
-    key = seed_keys(cfg, [0])[0]
-    before = trainer.init(key, hyper).prior
-    after = jax.jit(lambda k: run(trainer, k, hyper))(key)
-    for a, b in zip(jax.tree.leaves(before), jax.tree.leaves(after.prior)):
+def test_prior_network_is_unchanged_by_training(trained_on_the_chain):
+    trainer, hyper, keys, state = trained_on_the_chain("bootrp")
+    start = jax.vmap(lambda k: trainer.init(k, hyper))(keys)
+    for a, b in zip(jax.tree.leaves(start.prior), jax.tree.leaves(state.prior)):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
-    moved = [not np.allclose(a, b) for a, b in zip(jax.tree.leaves(trainer.init(key, hyper).params), jax.tree.leaves(after.params))]
+    moved = [not np.allclose(a, b) for a, b in zip(jax.tree.leaves(start.params), jax.tree.leaves(state.params))]
     assert all(moved)  # while the trained networks did move
 
 

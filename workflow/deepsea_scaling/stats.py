@@ -19,15 +19,14 @@ row is still returned, with NaN where no estimate exists.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import warnings
 from typing import Iterable, Sequence
 
 import numpy as np
 import pandas as pd
-import statsmodels.api as sm
 from scipy import optimize, stats
-from statsmodels.genmod.families import links
 
 from .kinds import KINDS
 
@@ -112,50 +111,63 @@ def log_likelihood(psi, successes, trials, K, n) -> np.ndarray:
     return np.sum(s * log_p + (t - s) * log_q, axis=-1)
 
 
-class PowerLawLink(links.Link):
-    """g_K(p) = log(1 − (1 − p)^(1/K)) with one K per row of the GLM.
+@functools.cache
+def _power_law_link() -> type:
+    """The GLM's link class, built on first use: statsmodels (1.3 s to import) is loaded only by a fit."""
+    from statsmodels.genmod.families import links
 
-    The arrays statsmodels passes have one value per observation, so K is a
-    vector of the same length.
-    """
+    class PowerLawLink(links.Link):
+        """g_K(p) = log(1 − (1 − p)^(1/K)) with one K per row of the GLM.
 
-    def __init__(self, K):
-        self.K = np.asarray(K, dtype=float)
+        The arrays statsmodels passes have one value per observation, so K is a
+        vector of the same length.
+        """
 
-    def _u(self, p):
-        # u = (1 − p)^(1/K) and 1 − u, both without cancellation.
-        e = np.log1p(-p) / self.K
-        return np.exp(e), -np.expm1(e)
+        def __init__(self, K):
+            self.K = np.asarray(K, dtype=float)
 
-    def __call__(self, p):
-        p = np.clip(p, P_MIN, P_MAX)
-        return np.log(self._u(p)[1])
+        def _u(self, p):
+            # u = (1 − p)^(1/K) and 1 − u, both without cancellation.
+            e = np.log1p(-p) / self.K
+            return np.exp(e), -np.expm1(e)
 
-    def inverse(self, z):
-        z = np.minimum(z, -1e-15)
-        return np.clip(-np.expm1(self.K * np.log1p(-np.exp(z))), P_MIN, P_MAX)
+        def __call__(self, p):
+            p = np.clip(p, P_MIN, P_MAX)
+            return np.log(self._u(p)[1])
 
-    def deriv(self, p):
-        p = np.clip(p, P_MIN, P_MAX)
-        u, one_minus_u = self._u(p)
-        return u / (self.K * (1 - p) * one_minus_u)
+        def inverse(self, z):
+            z = np.minimum(z, -1e-15)
+            return np.clip(-np.expm1(self.K * np.log1p(-np.exp(z))), P_MIN, P_MAX)
 
-    def deriv2(self, p):
-        p = np.clip(p, P_MIN, P_MAX)
-        u, one_minus_u = self._u(p)
-        d1 = u / (self.K * (1 - p) * one_minus_u)
-        return d1 / (1 - p) * (1 - 1 / self.K - u / (self.K * one_minus_u))
+        def deriv(self, p):
+            p = np.clip(p, P_MIN, P_MAX)
+            u, one_minus_u = self._u(p)
+            return u / (self.K * (1 - p) * one_minus_u)
 
-    def inverse_deriv(self, z):
-        z = np.minimum(z, -1e-15)
-        ez = np.exp(z)
-        return self.K * np.exp((self.K - 1) * np.log1p(-ez)) * ez
+        def deriv2(self, p):
+            p = np.clip(p, P_MIN, P_MAX)
+            u, one_minus_u = self._u(p)
+            d1 = u / (self.K * (1 - p) * one_minus_u)
+            return d1 / (1 - p) * (1 - 1 / self.K - u / (self.K * one_minus_u))
 
-    def inverse_deriv2(self, z):
-        z = np.minimum(z, -1e-15)
-        ez = np.exp(z)
-        q = np.log1p(-ez)
-        return self.K * ez * (np.exp((self.K - 1) * q) - (self.K - 1) * np.exp((self.K - 2) * q) * ez)
+        def inverse_deriv(self, z):
+            z = np.minimum(z, -1e-15)
+            ez = np.exp(z)
+            return self.K * np.exp((self.K - 1) * np.log1p(-ez)) * ez
+
+        def inverse_deriv2(self, z):
+            z = np.minimum(z, -1e-15)
+            ez = np.exp(z)
+            q = np.log1p(-ez)
+            return self.K * ez * (np.exp((self.K - 1) * q) - (self.K - 1) * np.exp((self.K - 2) * q) * ez)
+
+    return PowerLawLink
+
+
+def __getattr__(name: str):
+    if name == "PowerLawLink":  # stats.PowerLawLink, built on first use (_power_law_link)
+        return _power_law_link()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def single_cell_psi(s, t, K, n) -> np.ndarray:
@@ -182,8 +194,10 @@ def _ml_log_psi(s, t, K, n) -> float:
     return float(res.x)
 
 
-def _glm(s, t, K, X, start) -> "sm.GLM":
-    family = sm.families.Binomial(link=PowerLawLink(K), check_link=False)
+def _glm(s, t, K, X, start):
+    import statsmodels.api as sm
+
+    family = sm.families.Binomial(link=_power_law_link()(K), check_link=False)
     endog = np.column_stack([s, t - s])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

@@ -66,19 +66,28 @@ def snakemake_walls(logs: list[Path]) -> dict[str, float]:
     return walls
 
 
-def load_jobs(study: str, logs: list[Path]) -> list[dict]:
+def load_jobs(study: str, logs: list[Path], runs_dirs: list[Path] | None = None) -> list[dict]:
+    """One dict per training job whose sidecar is in results/<study>/runs (or each of `runs_dirs`);
+    a job timed more than once (the same table name in several folders) keeps its fastest timing:
+    on a machine with other load or CPU steal, a job's noise only ever adds time."""
     walls = snakemake_walls(logs)
-    jobs = []
-    for path in sorted((Path("results") / study / "runs").glob("*.json")):
+    paths = [p for d in (runs_dirs or [Path("results") / study / "runs"]) for p in sorted(Path(d).glob("*.json"))]
+    timings: dict[str, list[dict]] = {}
+    for path in paths:
         prov = json.loads(path.read_text())
         configs = [TrainConfig.from_dict(e["config"]) for e in prov["entries"]]
-        if len({(c.kind, c.ensemble_size, c.hardness) for c in configs}) != 1:
-            continue  # a group of several cells: its cost is no one cell's
+        if len({program_signature(c) for c in configs}) != 1:
+            continue  # cells of several programs (not made by the workflow): no one program's cost
         runs = sum(e["seeds"][1] - e["seeds"][0] for e in prov["entries"])
         process = prov.get("process_seconds", walls.get(path.stem))
-        jobs.append(dict(name=path.stem, config=configs[0], runs=runs, train_seconds=prov["run_seconds"],
-                         compile_seconds=prov["compile_seconds"], wall_seconds=prov["wall_seconds"],
-                         process_seconds=process, started=prov.get("started_utc", "")))
+        timings.setdefault(path.stem, []).append(dict(
+            name=path.stem, config=configs[0], runs=runs, train_seconds=prov["run_seconds"],
+            compile_seconds=prov["compile_seconds"], wall_seconds=prov["wall_seconds"],
+            process_seconds=process, started=prov.get("started_utc", ""), cpu=prov.get("host", {}).get("cpu_model")))
+    jobs = []
+    for name, times in timings.items():
+        fastest = min(times, key=lambda j: j["process_seconds"] if j["process_seconds"] is not None else j["wall_seconds"])
+        jobs.append({**fastest, "timings": len(times), "started": min(j["started"] for j in times)})
     return jobs
 
 
@@ -87,10 +96,14 @@ def main(argv=None) -> int:
     parser.add_argument("--study", default="paper_check")
     parser.add_argument("--log", type=Path, nargs="*", default=[], help="Snakemake logs of the study's runs")
     parser.add_argument("--since", default="", help="only jobs started at or after this UTC time (ISO)")
+    parser.add_argument("--runs", type=Path, nargs="*", default=None, metavar="DIR",
+                        help="read the jobs' sidecars from these folders instead of results/<study>/runs "
+                             "(e.g. the same jobs timed again: each job keeps its fastest timing)")
     args = parser.parse_args(argv)
-    jobs = [j for j in load_jobs(args.study, args.log) if j["started"] >= args.since]
+    jobs = [j for j in load_jobs(args.study, args.log, args.runs) if j["started"] >= args.since]
     if len(jobs) < 3:
-        parser.exit(2, f"refit_cost.py: {len(jobs)} one-cell jobs in results/{args.study}/runs"
+        where = " ".join(map(str, args.runs)) if args.runs else f"results/{args.study}/runs"
+        parser.exit(2, f"refit_cost.py: {len(jobs)} one-program jobs in {where}"
                        f"{' since ' + args.since if args.since else ''}; need at least 3: run the study first\n")
     # the process wall where known (start-up includes imports); else the training wall
     for j in jobs:
@@ -105,8 +118,11 @@ def main(argv=None) -> int:
     fit = cost.fit_coefficients(jobs)
     fidelity = jobs[0]["config"].fidelity
     import os
-    print(f"{len(jobs)} jobs of study {args.study} ({fidelity} mode); this machine: {cpu_model()}, "
-          f"{os.cpu_count()} cores")
+    measured_on = sorted({j["cpu"] for j in jobs if j.get("cpu")}) or [f"{cpu_model()} (this machine)"]
+    timed = max(j["timings"] for j in jobs)
+    print(f"{len(jobs)} jobs of study {args.study} ({fidelity} mode), timed on {', '.join(measured_on)}"
+          + (f"; up to {timed} timings a job, the fastest kept" if timed > 1 else "") + f"; this machine: "
+          f"{cpu_model()}, {os.cpu_count()} cores")
     print(f"{'job':<30} {'kind':<6} {'K':>3} {'n':>3} {'runs':>4} {'cached':>6} {'measured s':>10} "
           f"{'predicted s':>11} {'error':>7}")
     errors = []

@@ -55,14 +55,14 @@ class Coefficients:
 
 # default: the per-step terms above; its overhead is the default study's
 # jobs' (55 programs, about 12 s each with start-up, on a 2-core Xeon).
-# reference: refitted on the paper_check study's jobs (50,000 episodes,
-# 8 seeds a job, two jobs at a time on a 2-core Xeon): benchmarks/refit_cost.py.
+# reference: refitted on 17 of the paper_check study's jobs (50,000 episodes, 8 seeds a job,
+# 9-140 s), each timed twice one at a time on a quiet 2-core AMD EPYC, the fastest kept
+# (benchmarks/data/paper_check_timed): median error 8%, worst 21%
+# (`python benchmarks/refit_cost.py --runs benchmarks/data/paper_check_timed/pass1 .../pass2`).
 COSTS = {
     "default": Coefficients(STEP_SECONDS, PAIR_SECONDS, PAIR_ROW_SECONDS, startup=3.5, compile=8.0,
                             compile_cached=2.0),
-    # 67 paper_check jobs (8 seeds, 50,000 episodes, 16-1,317 s): median error 10%, worst 58%
-    # (the shortest jobs, with a test suite running beside them)
-    "reference": Coefficients(0.0, 6.81e-05, 1.42e-07, startup=6.1, compile=11.7, compile_cached=4.3),
+    "reference": Coefficients(0.0, 4.4e-05, 4.75e-08, startup=2.9, compile=7.0, compile_cached=2.5),
 }
 
 

@@ -154,6 +154,29 @@ def test_law_tests_table_per_kind():
     assert eff["df"].eq(1).all() and tests[tests["model"] == "both"]["df"].eq(2).all()
 
 
+def test_psi_fit_says_where_the_law_is_rejected():
+    """flag_fits: the law's verdict beside psi, from the law tests of the same cells; psi itself unchanged."""
+    boot = cells_frame(simulate(law.beta_of(0.8, alpha=0.7), studies=1, seed=3)[0], "boot")
+    rp = cells_frame(simulate(law.beta_of(0.87), studies=1, dispersion=8.1, seed=4)[0], "bootrp")
+    cells = pd.concat([boot, rp], ignore_index=True).assign(study="s", variant="default")
+    tests = law.law_tests(cells)
+    fits = stats.fit_psi_table(cells, by=stats.FIT_KEYS, include_k1=False)
+    flagged = law.flag_fits(fits, tests).set_index("kind")
+    pd.testing.assert_series_equal(flagged["psi"], fits.set_index("kind")["psi"])
+    best = tests[(tests["kind"] == "boot") & (tests["model"] != "law")].sort_values("f_p_value").iloc[0]
+    assert law.is_rejected(flagged["law_rejected"]).to_dict() == {"boot": True, "bootrp": False}
+    assert flagged.loc["boot", "law_alternative"] == best["model"]
+    assert flagged.loc["boot", "law_f_p_value"] == best["f_p_value"] < 1e-3
+    assert flagged.loc["boot", "status"].startswith("ok; law rejected (")
+    assert stats.status_ok(flagged.loc["boot", "status"])
+    assert not pd.isna(flagged.loc["bootrp", "law_rejected"]) and flagged.loc["bootrp", "status"] == "ok"
+    assert "law not rejected" in flagged.loc["bootrp", "law_note"]
+    # where no alternative can be tested, the verdict is missing, not "holds"
+    two = pd.DataFrame({"kind": "boot", "ensemble_size": [2, 4], "hardness": 8, "successes": [9, 15], "trials": 32})
+    lone = law.flag_fits(stats.fit_psi_table(two, include_k1=False), law.law_tests(two)).iloc[0]
+    assert pd.isna(lone["law_rejected"]) and lone["status"] == "ok" and "not tested" in lone["law_note"]
+
+
 def test_law_tests_reports_what_it_cannot_fit():
     failed = pd.DataFrame({"kind": "boot", "ensemble_size": [2, 4], "hardness": [30, 40], "successes": 0, "trials": 32})
     one_k = pd.DataFrame({"kind": "bootrp", "ensemble_size": 4, "hardness": [4, 8, 12], "successes": [30, 12, 2],

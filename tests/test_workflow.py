@@ -70,10 +70,11 @@ def test_one_figure_plans_only_what_it_needs(workflow_dir):
         "train_group": 10,  # 10 cells, one shard each (tiny trains cell by cell)
         "merge_runs": 1,
         "convergence_table": 1,
+        "test_law": 1,  # psi_fit.csv says beside psi whether the law tests reject the law
         "fit_psi": 1,
         "residuals_table": 1,
         "plot_residuals": 1,
-        "total": 15,
+        "total": 16,
     }
 
 

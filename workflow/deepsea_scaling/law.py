@@ -329,7 +329,7 @@ def _fit_group(cells: pd.DataFrame, include_k1: bool, label: str, level: float) 
             status[0] = "did not converge; no test"
         elif m != "law" and not _identified(fit, m):
             status[0] = "a parameter at the boundary (no information: cells all 0 or all 1 where it acts); no test"
-        usable = status[0] == "ok"
+        usable = stats.status_ok(status[0])
         aic = float(-2 * fit.loglik[0] + 2 * fit.n_params)
         law_aic = aic if m == "law" else law_aic
         row.update(n_ref=n_ref, loglik=float(fit.loglik[0]), deviance=float(fit.deviance[0]), aic=aic,
@@ -367,6 +367,52 @@ def law_tests(cells: pd.DataFrame, by=stats.FIT_KEYS, include_k1: bool = False, 
     if not parts:
         return pd.DataFrame(columns=keys + LAW_TEST_COLUMNS)
     return pd.concat(parts, ignore_index=True)
+
+
+def rejections(tests: pd.DataFrame, by=stats.FIT_KEYS, level: float = 0.05) -> pd.DataFrame:
+    """Whether the law is rejected, per group of `by` (study, variant, kind) of a `law_tests` table.
+
+    Rejected: some alternative's quasi-F test against the law has p < `level`
+    (the alternative with the smallest p is named). Columns: the keys, then
+    law_rejected (True, False, or NA where no alternative could be tested),
+    law_alternative, law_alpha (its α, NaN where fixed), law_f_p_value, and
+    law_note: the text `flag_fits` adds to psi's status.
+    """
+    keys = [k for k in by if k in tests.columns]
+    out = []
+    for group_keys, rows in stats.groups_by(tests, keys):
+        alt = rows[(rows["model"] != "law") & rows["status"].map(stats.status_ok) & rows["f_p_value"].notna()]
+        row = dict(group_keys, law_rejected=pd.NA, law_alternative=None, law_alpha=np.nan,
+                   law_f_p_value=np.nan, law_note="law not tested (no alternative could be fitted)")
+        if len(alt):
+            best = alt.loc[alt["f_p_value"].idxmin()]
+            rejected = bool(best["f_p_value"] < level)
+            alpha = float(best.get("alpha", np.nan)) if "alpha" in _FREE[best["model"]] else np.nan
+            what = best["model"] + (f", alpha {alpha:.2f}" if np.isfinite(alpha) else "")
+            p = float(best["f_p_value"])
+            row.update(law_rejected=rejected, law_alternative=best["model"], law_alpha=alpha, law_f_p_value=p,
+                       law_note=(f"law rejected ({what}, quasi-F p {p:.2g})" if rejected
+                                 else f"law not rejected (best alternative {best['model']}, quasi-F p {p:.2g})"))
+        out.append(row)
+    cols = keys + ["law_rejected", "law_alternative", "law_alpha", "law_f_p_value", "law_note"]
+    return pd.DataFrame(out, columns=cols)
+
+
+def is_rejected(values: pd.Series) -> pd.Series:
+    """`law_rejected` as plain booleans: NA (not tested) is not rejected."""
+    return values.map(lambda v: (not pd.isna(v)) and bool(v)).astype(bool)
+
+
+def flag_fits(fits: pd.DataFrame, tests: pd.DataFrame, by=stats.FIT_KEYS, level: float = 0.05) -> pd.DataFrame:
+    """psi_fit rows with the law's verdict beside psi: the `rejections` columns joined on the keys, and
+    "law rejected (...)" added to the status of every fit whose law an alternative beats (psi is then
+    the best one-parameter summary of cells the law does not describe)."""
+    verdicts = rejections(tests, by, level)
+    keys = [k for k in by if k in fits.columns and k in verdicts.columns]
+    flagged = fits.merge(verdicts, on=keys, how="left") if keys else fits.assign(**verdicts.iloc[0].to_dict())
+    rejected = is_rejected(flagged["law_rejected"])
+    flagged.loc[rejected, "status"] = flagged.loc[rejected, "status"] + "; " + flagged.loc[rejected, "law_note"]
+    return flagged
 
 
 def law_residuals(cells: pd.DataFrame, tests: pd.DataFrame, by=stats.FIT_KEYS) -> pd.DataFrame:

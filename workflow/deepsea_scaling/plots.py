@@ -124,7 +124,17 @@ def _psi_text(fit: pd.Series | None) -> str:
         return "ψ: no estimate" + (f" ({_short(status)})" if status else "")
     lo, hi = _interval(fit)
     ci = f" [{lo:.3f}, {hi:.3f}]" if np.isfinite(lo) else ""
-    return f"ψ = {fit['psi']:.3f}{ci}"
+    return f"ψ = {fit['psi']:.3f}{ci}" + _law_text(fit)
+
+
+def _law_text(fit: pd.Series) -> str:
+    """A second line where the law tests reject the law (psi_fit.csv's law_rejected), else ""."""
+    flag = fit.get("law_rejected", None)
+    if flag is None or pd.isna(flag) or str(flag) not in ("True", "1", "1.0"):
+        return ""
+    alpha = fit.get("law_alpha", np.nan)
+    what = f"α = {alpha:.2f}, " if pd.notna(alpha) else ""
+    return f"\nlaw rejected ({what}quasi-F p {fit.get('law_f_p_value', np.nan):.2g})"
 
 
 def _short(text: str, n: int = 38) -> str:

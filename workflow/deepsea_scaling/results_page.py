@@ -14,7 +14,9 @@ from typing import Iterable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from . import law
 from .published import PUBLISHED, PUBLISHED_EPISODES
+from .stats import status_ok
 
 KIND_NAMES = {"boot": "BDQN", "bootrp": "RP-BDQN", "eps": "ε-greedy DQN"}
 
@@ -29,9 +31,6 @@ def _p(x) -> str:
     return f"{x:.2g}" if x >= 1e-3 else f"{x:.1e}"
 
 
-def _ok(status) -> bool:
-    """A fit's status is "ok", possibly with notes after it ("ok; 419 empty cell(s) left out")."""
-    return str(status).split(";")[0].strip() == "ok"
 
 
 def _default_rows(table: pd.DataFrame) -> pd.DataFrame:
@@ -46,7 +45,7 @@ def verdict(fits: pd.DataFrame, law_tests: pd.DataFrame | None = None, episodes:
     parts = []
     for row in _default_rows(fits).itertuples():
         paper = PUBLISHED.get(row.kind)
-        if paper is None or not _ok(row.status):
+        if paper is None or not status_ok(row.status):
             continue
         low, high = row.psi_quasi_low, row.psi_quasi_high
         where = ("inside" if low <= paper.psi <= high else "above" if paper.psi > high else "below")
@@ -65,15 +64,11 @@ def verdict(fits: pd.DataFrame, law_tests: pd.DataFrame | None = None, episodes:
 
 
 def law_rejections(law_tests: pd.DataFrame, level: float = 0.05) -> list[str]:
-    """Kinds whose one-parameter law an alternative beats (quasi-F p < level)."""
-    out = []
-    t = _default_rows(law_tests)
-    for kind, rows in t.groupby("kind", sort=True):
-        alt = rows[(rows["model"] != "law") & rows["status"].map(_ok)]
-        if len(alt) and (alt["f_p_value"] < level).any():
-            best = alt.loc[alt["f_p_value"].idxmin()]
-            out.append(f"{KIND_NAMES.get(kind, kind)} ({best['model']}, quasi-F p {_p(best['f_p_value'])})")
-    return out
+    """Kinds whose one-parameter law an alternative beats (quasi-F p < level; `law.rejections`)."""
+    verdicts = law.rejections(_default_rows(law_tests), by=["kind"], level=level)
+    verdicts = verdicts[law.is_rejected(verdicts["law_rejected"])]
+    return [f"{KIND_NAMES.get(v.kind, v.kind)} ({v.law_alternative}, quasi-F p {_p(v.law_f_p_value)})"
+            for v in verdicts.itertuples()]
 
 
 def _machine(host: Mapping) -> str:

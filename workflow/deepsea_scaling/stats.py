@@ -50,6 +50,12 @@ def warn(message: str) -> None:
     warnings.warn(message, category=AnalysisWarning, stacklevel=3)
 
 
+def status_ok(status) -> bool:
+    """A fit's or test's status says it has a usable estimate: "ok", possibly with notes after it
+    ("ok; 419 empty cell(s) left out", "ok; law rejected (...)")."""
+    return str(status).split(";")[0].strip() == "ok"
+
+
 def group_label(name: str, keys: dict | None) -> str:
     """`name[key=value, ...]`: which group of which analysis a message is about."""
     if not keys:

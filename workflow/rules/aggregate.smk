@@ -40,6 +40,7 @@ rule convergence_table:
 rule fit_psi:
     input:
         cells="results/{study}/convergence.csv",
+        law_tests="results/{study}/law_tests.csv",
     output:
         fits=report(
             "results/{study}/psi_fit.csv",

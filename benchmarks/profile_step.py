@@ -197,20 +197,9 @@ def profile_cell(kind: str, k: int, n: int, seeds: int, fidelity: str, steps: in
         updates, opt_state = ag.optimizer(hyper).update(grads, s.opt_state, s.params)
         return s.replace(params=optax.apply_updates(s.params, updates), opt_state=opt_state), c
 
-    def phase_target(s, t, c):
-        update = (t - trainer.learn_start + 1) % hyper.target_period == 0
-        if ag.full_params:
-            def decay(p):
-                return p + (-hyper.learning_rate) * (hyper.weight_decay * p)
-            prior = jax.tree.map(decay, s.prior)
-            target = jax.tree.map(decay, s.target)
-            target = jax.tree.map(lambda p, tp: jnp.where(update, p, tp), ag.target_of(s.params, prior, hyper), target)
-            return s.replace(prior=prior, target=target), c
-        if ag.target_table:
-            target = jax.lax.cond(update, lambda: ag.target_of(s.params, s.prior, hyper), lambda: s.target)
-        else:
-            target = jax.tree.map(lambda p, tp: jnp.where(update, p, tp), s.params, s.target)
-        return s.replace(target=target), c
+    def phase_target(s, t, c):  # the engine's own target update (and, decay_scope=all, decay)
+        prior, target = trainer.update_target(s.params, s.prior, s.target, t, hyper)
+        return s.replace(prior=prior, target=target), c
 
     def phase_whole(s, t, c):
         return trainer.learn_step(s, t, hyper), c

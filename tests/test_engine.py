@@ -274,6 +274,28 @@ def test_invalid_configs_name_the_option():
 
 
 @pytest.mark.slow
+def test_a_choice_the_whole_batch_makes_alike_is_a_constant_and_changes_no_run():
+    """A traced choice equal across a batch is compiled as a constant (the branch not taken is not
+    built: init makes only the target networks it keeps); the runs are the same as when it is traced."""
+    from deepsea_scaling import engine
+    from deepsea_scaling.engine import train_batch
+
+    chosen = small("bootrp", initial_target="independent", loss_reduction="mean", warmup_resample="fixed")
+    other = small("bootrp", initial_target="copy", loss_reduction="sum", warmup_resample="resample")
+    hyper, axes = engine._stack_hyper([engine.default_hyper(chosen), engine.default_hyper(other)])
+    assert engine._uniform_choices(hyper, axes) == {}  # they differ: traced
+    alone_hyper, alone_axes = engine._stack_hyper([engine.default_hyper(chosen)] * 2)
+    assert engine._uniform_choices(alone_hyper, alone_axes) == {
+        "fixed_warmup_members": True, "independent_target": True, "mean_loss": True}
+    batched = train_batch([(chosen, range(2)), (other, range(2))])  # the choices traced
+    alone = [train_seeds(chosen, range(2)), train_seeds(other, range(2))]  # each a constant
+    for a, b in zip(alone, batched):
+        for name in a.metrics:
+            np.testing.assert_array_equal(a.metrics[name], b.metrics[name], err_msg=name)
+    assert not np.array_equal(batched[0].metrics["diversity"], batched[1].metrics["diversity"])
+
+
+@pytest.mark.slow
 def test_a_runs_row_is_the_same_alone_or_batched_with_other_cells():
     """Batching cells of other hyperparameters (and boot with bootrp) into one program changes no run."""
     from deepsea_scaling.config import program_signature

@@ -107,10 +107,17 @@ class Agent:
             return prior
 
         params, prior = networks(rng_net), prior_of(rng_prior)
-        copy = self.target_of(params, prior, hyper)
-        independent = self.target_of(networks(jax.random.fold_in(rng_net, 2)),
-                                     prior_of(jax.random.fold_in(rng_prior, 2)), hyper)
-        target = jax.tree.map(lambda c, i: jnp.where(hyper.independent_target, i, c), copy, independent)
+
+        def copy():
+            return self.target_of(params, prior, hyper)
+
+        def independent():
+            return self.target_of(networks(jax.random.fold_in(rng_net, 2)),
+                                  prior_of(jax.random.fold_in(rng_prior, 2)), hyper)
+
+        if isinstance(hyper.independent_target, bool):  # the same for the whole batch: only that one is built
+            return params, prior, independent() if hyper.independent_target else copy()
+        target = jax.tree.map(lambda c, i: jnp.where(hyper.independent_target, i, c), copy(), independent())
         return params, prior, target
 
     def optimizer(self, hyper: Hyper) -> optax.GradientTransformation:

@@ -206,20 +206,7 @@ class Trainer:
         (loss, q_max), grads = ag.loss_and_grads(state.params, state.prior, state.target, batch, cfg.double_dqn, hyper)
         updates, opt_state = ag.optimizer(hyper).update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
-        grad_step = t - self.learn_start + 1
-        update_target = grad_step % hyper.target_period == 0
-        prior = state.prior
-        if ag.full_params:  # decay_scope=all: AdamW's decay of the zero-gradient prior and targets, in float32
-            def decay(p):
-                return p + (-hyper.learning_rate) * (hyper.weight_decay * p)
-
-            prior = jax.tree.map(decay, prior)
-            target = jax.tree.map(decay, state.target)
-            target = jax.tree.map(lambda p, tp: jnp.where(update_target, p, tp), ag.target_of(params, prior, hyper), target)
-        elif ag.target_table:  # a branch: the table is recomputed only when the target changes
-            target = jax.lax.cond(update_target, lambda: ag.target_of(params, state.prior, hyper), lambda: state.target)
-        else:  # a select XLA fuses into the optimiser's pass over the parameters
-            target = jax.tree.map(lambda p, tp: jnp.where(update_target, p, tp), params, state.target)
+        prior, target = self.update_target(params, state.prior, state.target, t, hyper)
         finite = jnp.isfinite(loss) & jnp.isfinite(q_max)
         return state.replace(
             params=params,
@@ -228,6 +215,24 @@ class Trainer:
             opt_state=opt_state,
             tracker=state.tracker.replace(diverged=state.tracker.diverged | ~finite),
         )
+
+    def update_target(self, params, prior, target, t: jax.Array, hyper: Hyper):
+        """(prior, target) after gradient step t: the hard copy of the online networks (prior included)
+        every `target_period` gradient steps; with decay_scope=all, first AdamW's decay of the
+        zero-gradient prior and targets (the research code's optimiser sees them as parameters)."""
+        ag = self.agent
+        update = (t - self.learn_start + 1) % hyper.target_period == 0
+        if ag.full_params:  # decay_scope=all: the decay, in float32, then the copy as a select
+            def decay(p):
+                return p + (-hyper.learning_rate) * (hyper.weight_decay * p)
+
+            prior = jax.tree.map(decay, prior)
+            target = jax.tree.map(decay, target)
+            return prior, jax.tree.map(lambda p, tp: jnp.where(update, p, tp), ag.target_of(params, prior, hyper), target)
+        if ag.target_table:  # a branch: the Q-table is recomputed only when the target changes
+            return prior, jax.lax.cond(update, lambda: ag.target_of(params, prior, hyper), lambda: target)
+        # a select XLA fuses into the optimiser's pass over the parameters
+        return prior, jax.tree.map(lambda p, tp: jnp.where(update, p, tp), params, target)
 
     def q_diversity(self, state: RunState, hyper: Hyper) -> jax.Array:
         """Std across members of Q on the probe set, averaged over probes and actions."""
@@ -370,6 +375,10 @@ def train_batch(
     keys = jnp.concatenate([seed_keys(c, s) for c, s in zip(configs, seed_lists)])
     hypers = [default_hyper(c) for c, s in zip(configs, seed_lists) for _ in s]
     hyper, hyper_axes = _stack_hyper(hypers)
+    # A traced choice that every run of the batch makes alike is a constant of the programs: XLA drops
+    # the branch not taken before code generation (init: the target networks not used), same bits.
+    static = _uniform_choices(hyper, hyper_axes)
+    trainer_init, trainer_segment = _with_choices(trainer.init, static), _with_choices(partial(run_segment, trainer), static, 2)
     sharding = _seed_sharding(len(keys))
     init_shardings = segment_shardings = summary_shardings = {}
     if sharding is not None:  # every state leaf starts with the run axis: keep it split over the devices throughout
@@ -383,11 +392,11 @@ def train_batch(
 
     t_start = time.perf_counter()
     with _rolled_threefry():
-        init_lowered = jax.jit(jax.vmap(trainer.init, in_axes=(0, hyper_axes)), **init_shardings).lower(keys, hyper)
+        init_lowered = jax.jit(jax.vmap(trainer_init, in_axes=(0, hyper_axes)), **init_shardings).lower(keys, hyper)
     state_shape = init_lowered.out_info
     init = init_lowered.compile(compile_options(hot_loop=False))
     segment = (
-        jax.jit(jax.vmap(partial(run_segment, trainer), in_axes=(0, None, hyper_axes)), donate_argnums=0, **segment_shardings)
+        jax.jit(jax.vmap(trainer_segment, in_axes=(0, None, hyper_axes)), donate_argnums=0, **segment_shardings)
         .lower(state_shape, jnp.int32(0), hyper)
         .compile(compile_options(hot_loop=True))
     )
@@ -439,6 +448,25 @@ def _stack_hyper(hypers: list[Hyper]) -> tuple[Hyper, Hyper]:
         else:
             fields[name], axes[name] = jnp.stack(values), 0
     return Hyper(**fields), Hyper(**axes)
+
+
+def _uniform_choices(hyper: Hyper, axes: Hyper) -> dict[str, bool]:
+    """The traced choices (boolean leaves, config's `flag`s) that are the same for every run of a batch."""
+    return {name: bool(getattr(hyper, name)) for name in Hyper.__dataclass_fields__
+            if getattr(axes, name) is None and jnp.asarray(getattr(hyper, name)).dtype == jnp.bool_}
+
+
+def _with_choices(fn: Callable, static: dict[str, bool], hyper_arg: int = 1) -> Callable:
+    """`fn` with its Hyper argument's `static` choices replaced by Python constants."""
+    if not static:
+        return fn
+
+    def wrapped(*args):
+        args = list(args)
+        args[hyper_arg] = args[hyper_arg].replace(**static)
+        return fn(*args)
+
+    return wrapped
 
 
 def _hms(seconds: float) -> str:

@@ -15,9 +15,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from .kinds import KINDS as KIND_TABLE, program_kind
+from .kinds import KINDS, program_kind
 
-KINDS = tuple(KIND_TABLE)  # the kinds' names; their properties: kinds.KINDS
 DEEPSEA = "DeepSea-bsuite"
 DEEPSEA_THRESHOLD = 0.95  # the default discovery threshold: DeepSea's returns lie in [-0.01, 0.99]
 DEEPSEA_MAX_RETURN = 0.99
@@ -73,7 +72,7 @@ class TrainConfig:
     """One (kind, K, n) cell's hyperparameters. Every field is a CLI option."""
 
     kind: str = field(default="bootrp", metadata=hp(
-        "agent: " + ", ".join(f"{k.name} ({k.description})" for k in KIND_TABLE.values()), choices=tuple(KIND_TABLE)))
+        "agent: " + ", ".join(f"{k.name} ({k.description})" for k in KINDS.values()), choices=tuple(KINDS)))
     ensemble_size: int = field(default=10, metadata=hp("K, the number of ensemble members (forced to 1 for a kind that is no ensemble)", low=1))
     hardness: int = field(default=10, metadata=hp("n, the DeepSea grid size (ignored by other environments)", low=2))
     env_name: str = field(default=DEEPSEA, metadata=hp("gymnax environment id with a discrete action space"))
@@ -155,7 +154,7 @@ class TrainConfig:
     @property
     def members(self) -> int:
         """Number of Q-networks actually trained (1 for a kind that is no ensemble)."""
-        return self.ensemble_size if KIND_TABLE[self.kind].ensemble else 1
+        return self.ensemble_size if KINDS[self.kind].ensemble else 1
 
     @property
     def effective_learning_rate(self) -> float:
@@ -281,7 +280,7 @@ def program_signature(config: TrainConfig) -> tuple:
     (`kinds.program_kind`: boot with bootrp, its prior scaled by 0).
     """
     static = {k: v for k, v in config.to_dict().items() if k not in TRACED_FIELDS}
-    static["kind"] = program_kind(KIND_TABLE[config.kind], config.is_deepsea).name
+    static["kind"] = program_kind(KINDS[config.kind], config.is_deepsea).name
     return tuple(sorted(static.items()))
 
 

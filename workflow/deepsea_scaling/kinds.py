@@ -39,15 +39,15 @@ KINDS: dict[str, Kind] = {
 }
 
 
-def program_kind(kind: Kind, tabulated_prior: bool) -> Kind:
+def program_kind(kind: Kind, obs_is_index: bool) -> Kind:
     """The kind whose compiled program `kind` runs.
 
-    Where the prior is a table (DeepSea), a kind without a prior runs the program
+    Where observations are cell indices (DeepSea) the prior is a table, and a kind without a prior runs the program
     of the kind that differs from it only by having one, with the prior scaled
     by 0: the runs are unchanged (the prior's draws use a key of their own), and
     both kinds batch into one program that the compilation cache serves to both.
     """
-    if tabulated_prior and not kind.has_prior:
+    if obs_is_index and not kind.has_prior:
         for other in KINDS.values():
             if other.has_prior and (other.ensemble, other.explores_by) == (kind.ensemble, kind.explores_by):
                 return other

@@ -43,7 +43,8 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from .config import DEEPSEA, KINDS, ConfigError, TrainConfig, check_field, config_hash
+from .config import DEEPSEA, ConfigError, TrainConfig, check_field, config_hash
+from .kinds import KINDS
 from .study import DEFAULT_VARIANT, variant_name
 
 # The original's Config: field -> default (its main.py); "lr" is our learning_rate.

@@ -19,8 +19,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
-from .config import KINDS, ConfigError, TrainConfig, accepted, coerce_field, config_hash
-from .kinds import KINDS as KIND_TABLE
+from .config import ConfigError, TrainConfig, accepted, coerce_field, config_hash
+from .kinds import KINDS
 
 DEFAULT_VARIANT = "default"
 # Study keys whose values are not TrainConfig overrides but which select cells.
@@ -321,7 +321,7 @@ def _grid(kind: str, spec: Any, where: str) -> tuple[tuple[int, ...], tuple[int,
     spec = spec or {}
     if not isinstance(spec, Mapping):
         raise StudyError(f"{where}: must be a mapping with ensemble_sizes and hardness")
-    if not KIND_TABLE[kind].ensemble:
+    if not KINDS[kind].ensemble:
         if "ensemble_sizes" in spec:
             raise StudyError(f"{where}.ensemble_sizes: {kind} trains one network (K = 1); list only hardness")
         sizes = (1,)
@@ -402,7 +402,7 @@ def variant_name(param: str, value: Any) -> str:
 
 def _train_config(values: dict, where: str, variant: str) -> TrainConfig:
     config = TrainConfig(**values)
-    if not KIND_TABLE[config.kind].ensemble:
+    if not KINDS[config.kind].ensemble:
         config = dataclasses.replace(config, ensemble_size=1)
     try:
         return config.validate()

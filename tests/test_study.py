@@ -31,6 +31,22 @@ def tiny_config(config, **changes) -> dict:
 
 
 # ------------------------------------------------------------------ expansion
+def test_a_kind_grid_can_be_a_list_of_blocks(config, schema):
+    """A list of blocks trains their union (a band of n per K), each cell once; the schema and the
+    loader accept it, and a sequential design refuses it before anything runs."""
+    bands = [{"ensemble_sizes": [2], "hardness": [4, 6]}, {"ensemble_sizes": [2, 4], "hardness": [6, 8]}]
+    c = tiny_config(config, kinds={"boot": bands, "bootrp": bands, "eps": [{"hardness": [4]}, {"hardness": [4, 6]}]})
+    S.validate_config(c, schema)
+    cells = S.load_study(c, "tiny").cells()
+    for kind in ("boot", "bootrp"):
+        assert [(x.ensemble_size, x.hardness) for x in cells if x.kind == kind] == [(2, 4), (2, 6), (2, 8), (4, 6), (4, 8)]
+    assert [x.hardness for x in cells if x.kind == "eps"] == [4, 6]
+    with pytest.raises(S.StudyError, match=r"kinds\.boot: a list of blocks needs design: grid"):
+        S.load_study(tiny_config(c, design="frontier"), "tiny")
+    with pytest.raises(S.StudyError, match=r"kinds\.boot\[1\]\.hardness: empty grid"):
+        S.load_study(tiny_config(c, kinds={"boot": [bands[0], {"ensemble_sizes": [2], "hardness": []}]}), "tiny")
+
+
 def test_repository_config_is_valid(config, schema):
     S.validate_config(config, schema)
     studies = S.load_all_studies(config)

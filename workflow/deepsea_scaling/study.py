@@ -142,6 +142,11 @@ def validate_config(config: Mapping[str, Any], schema: Mapping[str, Any]) -> Non
     if not errors:
         return
     error = min(errors, key=lambda e: (len(e.absolute_path), str(e.absolute_path)))
+    while error.validator in ("oneOf", "anyOf") and error.context:
+        # a value that may take several shapes (a grid block or a list of blocks): report the shape
+        # it has, not that it fits none (a branch of another type fails at its root on "type")
+        fitting = [e for e in error.context if not (e.validator == "type" and not e.relative_path)]
+        error = min(fitting or error.context, key=lambda e: (len(e.absolute_path), str(e.absolute_path)))
     raise StudyError(_schema_message(error))
 
 
@@ -244,22 +249,25 @@ def load_study(config: Mapping[str, Any], name: str) -> Study:
     for param, sweep in (spec.get("sweep") or {}).items():
         variants.extend(_sweep_variants(param, sweep, tuple(grids), f"{where}.sweep.{param}"))
 
+    design = str(spec.get("design", "grid"))
+    blocks = [kind for kind in kinds_spec if isinstance(kinds_spec[kind], list)]
+    if blocks and design != "grid":
+        raise StudyError(f"{where}.kinds.{blocks[0]}: a list of blocks needs design: grid (the {design} design "
+                         "walks whole K rows and n columns); give one block of ensemble_sizes and hardness")
     cells = []
     for variant, variant_overrides, variant_kinds in variants:
         for kind in variant_kinds:
-            sizes, hardness = grids[kind]
-            for K in sizes:
-                for n in hardness:
-                    values = {**overrides, **variant_overrides}
-                    values.update(kind=kind, ensemble_size=K, hardness=n,
-                                  num_episodes=episodes, base_seed=base_seed)
-                    config = _train_config(values, where, variant)
-                    cells.append(Cell(kind, variant, K, n, config, config_hash(config)))
+            for K, n in grids[kind]:
+                values = {**overrides, **variant_overrides}
+                values.update(kind=kind, ensemble_size=K, hardness=n,
+                              num_episodes=episodes, base_seed=base_seed)
+                config = _train_config(values, where, variant)
+                cells.append(Cell(kind, variant, K, n, config, config_hash(config)))
 
     region = dict(spec.get("critical_region") or {})
     if not region:  # the whole grid
-        all_n = [n for _, hardness in grids.values() for n in hardness]
-        all_k = [k for sizes, _ in grids.values() for k in sizes]
+        all_n = [n for pairs in grids.values() for _, n in pairs]
+        all_k = [k for pairs in grids.values() for k, _ in pairs]
         region = dict(hardness_min=min(all_n), hardness_max=max(all_n),
                       ensemble_min=min(all_k), ensemble_max=max(all_k))
     for low, high in (("hardness_min", "hardness_max"), ("ensemble_min", "ensemble_max")):
@@ -277,7 +285,7 @@ def load_study(config: Mapping[str, Any], name: str) -> Study:
         critical_region=region,
         _cells=tuple(cells),
         train_grouping=str(spec.get("train_grouping", "cell")),
-        design=str(spec.get("design", "grid")),
+        design=design,
         reference_limit=int(spec.get("reference_limit", 3)),
         frontier=_frontier(spec.get("frontier") or {}, seeds, shard_size, f"{where}.frontier"),
     )
@@ -315,9 +323,16 @@ def _positive_int(spec: Mapping, key: str, where: str) -> int:
     return value
 
 
-def _grid(kind: str, spec: Any, where: str) -> tuple[tuple[int, ...], tuple[int, ...]]:
+def _grid(kind: str, spec: Any, where: str) -> tuple[tuple[int, int], ...]:
+    """A kind's (K, n) cells, in order: one block (ensemble_sizes x hardness), or the union of a list of
+    blocks (cells along a frontier: a few n per K), each cell once."""
     if kind not in KINDS:
         raise StudyError(f"{where}: unknown kind {kind!r}; choose one of {', '.join(KINDS)}")
+    if isinstance(spec, list):
+        if not spec:
+            raise StudyError(f"{where}: empty list of blocks; give at least one block of ensemble_sizes and hardness")
+        pairs = [kn for i, block in enumerate(spec) for kn in _grid(kind, block, f"{where}[{i}]")]
+        return tuple(dict.fromkeys(pairs))
     spec = spec or {}
     if not isinstance(spec, Mapping):
         raise StudyError(f"{where}: must be a mapping with ensemble_sizes and hardness")
@@ -331,7 +346,7 @@ def _grid(kind: str, spec: Any, where: str) -> tuple[tuple[int, ...], tuple[int,
     unknown = sorted(set(spec) - {"ensemble_sizes", "hardness"})
     if unknown:
         raise StudyError(f"{where}.{unknown[0]}: unknown key; allowed: ensemble_sizes, hardness")
-    return sizes, hardness
+    return tuple((K, n) for K in sizes for n in hardness)
 
 
 def _int_list(values: Any, where: str, minimum: int, symbol: str) -> tuple[int, ...]:

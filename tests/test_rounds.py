@@ -22,6 +22,13 @@ def config() -> dict:
     return yaml.safe_load((REPO / "config.yaml").read_text())
 
 
+# A rectangular grid for the sequential designs (they walk whole K rows and n columns): the former
+# default study's, 90 cells.
+GRID_KINDS = {"boot": {"ensemble_sizes": [1, 2, 4, 8, 16], "hardness": [4, 6, 8, 10, 12, 14, 16, 20]},
+              "bootrp": {"ensemble_sizes": [1, 2, 4, 8, 16], "hardness": [6, 8, 10, 12, 14, 16, 20, 24, 28]},
+              "eps": {"hardness": [4, 6, 8, 10, 12]}}
+
+
 def _study(config, name, **changes):
     c = copy.deepcopy(config)
     c["studies"][name].update(changes)
@@ -61,7 +68,7 @@ def test_grid_design_is_one_round_of_everything(config):
 
 @pytest.mark.parametrize("limit", [1, 3])
 def test_reference_design_makes_exactly_the_protocols_decisions(config, limit):
-    study = _study(config, "default", design="reference", reference_limit=limit)
+    study = _study(config, "default", kinds=GRID_KINDS, design="reference", reference_limit=limit)
     plans, rows = _run_design(study)
     outcome = rounds.outcomes(rows)
     decisions = plans[-1]["decisions"]
@@ -85,7 +92,7 @@ def test_reference_design_makes_exactly_the_protocols_decisions(config, limit):
 
 
 def test_frontier_design_stops_within_its_rounds_and_reuses_cells(config):
-    study = _study(config, "default", design="frontier", seeds_per_cell=32, shard_size=4,
+    study = _study(config, "default", kinds=GRID_KINDS, design="frontier", seeds_per_cell=32, shard_size=4,
                    frontier={"pilot_seeds": 8, "seeds": 8, "boundary_seeds": 4, "max_rounds": 2,
                              "target_half_width": {"boot": 0.02, "bootrp": 0.03}})
     plans, rows = _run_design(study)
@@ -108,4 +115,4 @@ def test_frontier_design_stops_within_its_rounds_and_reuses_cells(config):
 
 def test_frontier_seeds_must_fill_whole_shards(config):
     with pytest.raises(S.StudyError, match=r"frontier\.pilot_seeds: 6 is invalid; give a multiple of shard_size=4"):
-        _study(config, "default", design="frontier", shard_size=4, frontier={"pilot_seeds": 6})
+        _study(config, "default", kinds=GRID_KINDS, design="frontier", shard_size=4, frontier={"pilot_seeds": 6})

@@ -53,15 +53,17 @@ class Coefficients:
         return steps * (self.step + self.pair * pairs + self.pair_row * pairs * rows)
 
 
-# default: refitted on the default study's 22 jobs, two at a time on a 2-core AMD EPYC
-# (`python benchmarks/refit_cost.py --study default` in the checkout that ran it): median
-# error 4%, worst 15%. (The designs rank cells by the constants above, project_study_cost.py's.)
+# default: the per-step terms above (the designs rank cells by them); start-up and compile per
+# job refitted on the default study's 22 jobs, two at a time on a 2-core AMD EPYC
+# (`python benchmarks/refit_cost.py --study default` in the checkout that ran it): with these
+# per-step terms median error 12%, worst 29% (the refit's own per-step terms: 4%, 15%).
 # reference: refitted on 17 of the paper_check study's jobs (50,000 episodes, 8 seeds a job,
 # 9-140 s), each timed twice one at a time on a quiet 2-core AMD EPYC, the fastest kept
 # (benchmarks/data/paper_check_timed): median error 8%, worst 21%
 # (`python benchmarks/refit_cost.py --runs benchmarks/data/paper_check_timed/pass1 .../pass2`).
 COSTS = {
-    "default": Coefficients(5.02e-4, 2.11e-05, 8.1e-08, startup=3.5, compile=7.8, compile_cached=2.1),
+    "default": Coefficients(STEP_SECONDS, PAIR_SECONDS, PAIR_ROW_SECONDS, startup=3.5, compile=7.8,
+                            compile_cached=2.1),
     "reference": Coefficients(0.0, 4.4e-05, 4.75e-08, startup=2.9, compile=7.0, compile_cached=2.5),
 }
 

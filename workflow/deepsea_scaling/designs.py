@@ -470,14 +470,68 @@ def frontier_round(kind: str, ensemble_sizes: Sequence[int], hardness: Sequence[
     the same picks with ψ̂ = prior_psi, se = prior_spread and the dispersion
     `prior_dispersion`, from no outcomes; it never stops.
     """
-    ks = sorted(k for k in ensemble_sizes if k > 1)
-    ns = sorted(hardness)
     prior = round_index == 0 and settings.prior_psi is not None
     if prior:
         outcome = {}
+    view = _round_view(kind, ensemble_sizes, hardness, outcome, settings, prior)
+    if not prior and (round_index > settings.max_rounds or view.target_met(settings)):
+        return FrontierPlan({}, {}, view.fit, True, view.coverage_ok)
+    picks = _Picks(kind, view)
+    planned, need, rho = _pick_information(view, picks, outcome, settings)
+    _pick_top_ups(view, picks, planned, need, rho, settings)
+    _pick_informative(view, picks, settings)
+    _pick_coverage(view, picks, settings)
+    _pick_boundary(view, picks, settings)
+    return FrontierPlan(picks.seeds, picks.reasons, view.fit, False, view.coverage_ok, picks.cost_seconds(settings))
+
+
+@dataclass
+class _RoundView:
+    """What a frontier round plans on: the ψ it assumes, the fit and the grid's cells as arrays
+    (K, N, seeds trained t_have, P under ψ, information per seed, the information rate of a cell's
+    first `seeds` seeds and the cells in order of that rate)."""
+
+    kind: str
+    ks: list
+    ns: list
+    have: dict
+    fit: QuickFit
+    psi: float
+    spread: float
+    located: bool  # ψ known well enough (a fit, or the prior) to plan around it
+    trained: list
+    law_rows: list
+    gaps: list
+    coverage_ok: bool
+    K: np.ndarray
+    N: np.ndarray
+    t_have: np.ndarray
+    p_hat: np.ndarray
+    info_per_seed: np.ndarray
+    new_seeds: np.ndarray
+    gain: np.ndarray
+    ratio: np.ndarray
+    order: np.ndarray
+
+    def in_mid(self, k, n, settings: FrontierSettings) -> bool:
+        return settings.p_mid[0] < float(predicted_probability(self.psi, k, n)) < settings.p_mid[1]
+
+    def target_met(self, settings: FrontierSettings) -> bool:
+        """The stopping rule: the half-width below target, the mid range covered, every law row with a
+        mid cell on the grid holding a trained one, and enough informative cells."""
+        informative = sum(t * p * (1 - p) >= 1 for (k, n), (_, t) in self.have.items() if k > 1
+                          for p in [float(predicted_probability(self.psi, k, n))])
+        rows_ok = all(any(k == row and self.in_mid(k, n, settings) for k, n in self.trained)
+                      or not any(self.in_mid(row, n, settings) for n in self.ns) for row in self.law_rows)
+        return (self.fit.ok and self.fit.half_width < settings.target_half_width and self.coverage_ok
+                and rows_ok and informative >= settings.min_informative)
+
+
+def _round_view(kind, ensemble_sizes, hardness, outcome: Outcome, settings: FrontierSettings, prior: bool) -> _RoundView:
+    ks = sorted(k for k in ensemble_sizes if k > 1)
+    ns = sorted(hardness)
     have = {(k, n): st for (kd, k, n), st in outcome.items() if kd == kind}
     fit = fit_outcome(outcome, kind)
-    z = sps.norm.ppf(0.5 + settings.level / 2)
     if prior:
         psi, spread = float(settings.prior_psi), min(max(settings.prior_spread, 1e-4), 0.5)
     elif fit.ok:
@@ -486,135 +540,154 @@ def frontier_round(kind: str, ensemble_sizes: Sequence[int], hardness: Sequence[
         p_all = [s / t for s, t in have.values() if t > 0]
         psi = settings.psi_fallback[0] if not p_all or max(p_all) < 0.5 else settings.psi_fallback[1]
         spread = 0.1
-    located = fit.ok or prior  # ψ known well enough to plan around
+    located = fit.ok or prior
     trained = [kn for kn, (s, t) in have.items() if t > 0]
-    law_rows = law_rows_of(ks, settings)
     gaps = open_gaps(kind, psi, ks, ns, trained, settings) if located else [(min(ns), max(ns))]
     coverage_ok = fit.ok and not gaps
-    informative = sum(t * p * (1 - p) >= 1 for (k, n), (_, t) in have.items() if k > 1
-                      for p in [float(predicted_probability(psi, k, n))])
-
-    def in_mid(k, n):
-        return settings.p_mid[0] < float(predicted_probability(psi, k, n)) < settings.p_mid[1]
-
-    # every law row with a mid cell on the grid has one trained
-    rows_ok = all(any(k == row and in_mid(k, n) for k, n in trained) or not any(in_mid(row, n) for n in ns)
-                  for row in law_rows)
-    if not prior and (round_index > settings.max_rounds or (
-            fit.ok and fit.half_width < settings.target_half_width and coverage_ok and rows_ok
-            and informative >= settings.min_informative)):
-        return FrontierPlan({}, {}, fit, True, coverage_ok)
-    # the coverage gaps under ψ̂ and ψ̂·exp(±2 se), so that the next fit's quarters are covered too
-    if located:
-        for shifted in (psi * np.exp(-2 * spread), min(psi * np.exp(2 * spread), _PSI_MAX)):
-            gaps += [g for g in open_gaps(kind, shifted, ks, ns, trained, settings) if g not in gaps]
-
     K = np.repeat(ks, len(ns)).astype(float)
     N = np.tile(ns, len(ks)).astype(float)
     t_have = np.array([have.get((int(k), int(n)), (0, 0))[1] for k, n in zip(K, N)], dtype=float)
-    p_hat = predicted_probability(psi, K, N)
     psis = np.minimum(np.exp(np.log(psi) + spread * np.array([-2.0, -1.0, 0.0, 1.0, 2.0])), _PSI_MAX)
     info_per_seed = cell_information(psis[:, None], K[None], N[None]).mean(axis=0)
-    seeds: dict = {}
-    reasons: dict = {}
-
-    def add(i, total, why):
-        key = (kind, int(K[i]), int(N[i]))
-        if total > max(t_have[i], seeds.get(key, 0)):
-            seeds[key] = int(total)
-            reasons.setdefault(key, why)
-
-    # 1. INFORMATION
     new_seeds = np.clip(settings.seeds - t_have, 0, None)
     cost = cell_cost_seconds(kind, K, N, new_seeds, settings.episodes)
     gain = new_seeds * info_per_seed
     ratio = np.where(new_seeds > 0, gain / np.where(cost > 0, cost, np.inf), -1.0)
-    if located:
-        rho = _intra_cell_correlation(outcome, kind, fit) if fit.ok else \
+    return _RoundView(kind, ks, ns, have, fit, psi, spread, located, trained, law_rows_of(ks, settings), gaps,
+                      coverage_ok, K, N, t_have, predicted_probability(psi, K, N), info_per_seed, new_seeds, gain,
+                      ratio, np.argsort(-ratio, kind="stable"))
+
+
+class _Picks:
+    """The round's plan as it is built: (kind, K, n) -> total seeds and the reason it was first picked."""
+
+    def __init__(self, kind: str, view: _RoundView):
+        self.kind, self.view = kind, view
+        self.seeds: dict = {}
+        self.reasons: dict = {}
+
+    def key(self, i) -> tuple:
+        return (self.kind, int(self.view.K[i]), int(self.view.N[i]))
+
+    def add(self, i, total, why) -> None:
+        key = self.key(i)
+        if total > max(self.view.t_have[i], self.seeds.get(key, 0)):
+            self.seeds[key] = int(total)
+            self.reasons.setdefault(key, why)
+
+    def cost_seconds(self, settings: FrontierSettings) -> float:
+        have = self.view.have
+        return float(sum(cell_cost_seconds(self.kind, c[1], c[2], s - have.get((c[1], c[2]), (0, 0))[1],
+                                           settings.episodes) for c, s in self.seeds.items()))
+
+
+def _pick_information(view: _RoundView, picks: _Picks, outcome: Outcome, settings: FrontierSettings):
+    """1. INFORMATION: cells by information per CPU-second until the information the target needs is
+    planned. Returns (planned, need, rho): the information planned and needed, the intra-cell correlation."""
+    z = sps.norm.ppf(0.5 + settings.level / 2)
+    rho = 0.0
+    if view.located:
+        rho = _intra_cell_correlation(outcome, view.kind, view.fit) if view.fit.ok else \
             float(np.clip((settings.prior_dispersion - 1) / 31, 0.0, 0.5))  # dispersion 1 + 31ρ at 32 seeds
         phi_plan = 1 + (settings.seeds - 1) * rho
-        info_have = float(np.sum(t_have * cell_information(psi, K, N)))
-        need = settings.safety * (z * psi) ** 2 * phi_plan / settings.target_half_width ** 2 - info_have
+        info_have = float(np.sum(view.t_have * cell_information(view.psi, view.K, view.N)))
+        need = settings.safety * (z * view.psi) ** 2 * phi_plan / settings.target_half_width ** 2 - info_have
     else:
         need = np.inf
-    order = np.argsort(-ratio, kind="stable")
+    ratio, order = view.ratio, view.order
     planned = 0.0
     best = ratio[order[0]] if len(order) else 0.0
     for i in order:
         if ratio[i] <= max(0.0, settings.min_efficiency * best) or planned >= need:
             break
-        add(i, settings.seeds, "information")
-        planned += gain[i]
-        if not located and len(seeds) >= 2 * len(ks):
+        picks.add(i, settings.seeds, "information")
+        planned += view.gain[i]
+        if not view.located and len(picks.seeds) >= 2 * len(view.ks):
             break
+    return planned, need, rho
 
-    # 1a. TOP-UPS to max_seeds, cheapest information first, when the cells above fall short
-    if located and settings.max_seeds > settings.seeds and planned < need:
-        current = np.array([max(t, seeds.get((kind, int(k), int(n)), 0)) for t, k, n in zip(t_have, K, N)])
-        extra = np.clip(settings.max_seeds - current, 0, None)
-        # more seeds of one cell are worth less under intra-cell correlation ρ
-        worth = (1 + (settings.seeds - 1) * rho) / (1 + (settings.max_seeds - 1) * rho)
-        gain_up = extra * info_per_seed * worth
-        cost_up = cell_cost_seconds(kind, K, N, extra, settings.episodes)
-        ratio_up = np.where((extra > 0) & (current > 0), gain_up / np.where(cost_up > 0, cost_up, np.inf), -1.0)
-        for i in np.argsort(-ratio_up, kind="stable"):
-            if ratio_up[i] <= 0 or planned >= need:
-                break
-            add(i, settings.max_seeds, "information")
-            planned += gain_up[i]
 
-    # 1b. INFORMATIVE CELLS: enough of them to estimate the dispersion
-    variance = p_hat * (1 - p_hat)
-    informs_now = t_have * variance >= 1
-    informs_after = np.maximum(t_have, settings.seeds) * variance >= 1
-    planned_now = np.array([(kind, int(k), int(n)) in seeds for k, n in zip(K, N)])
+def _pick_top_ups(view: _RoundView, picks: _Picks, planned: float, need: float, rho: float,
+                  settings: FrontierSettings) -> None:
+    """1a. TOP-UPS to max_seeds, cheapest information first, when the cells above fall short."""
+    if not (view.located and settings.max_seeds > settings.seeds and planned < need):
+        return
+    current = np.array([max(t, picks.seeds.get((view.kind, int(k), int(n)), 0))
+                        for t, k, n in zip(view.t_have, view.K, view.N)])
+    extra = np.clip(settings.max_seeds - current, 0, None)
+    # more seeds of one cell are worth less under intra-cell correlation ρ
+    worth = (1 + (settings.seeds - 1) * rho) / (1 + (settings.max_seeds - 1) * rho)
+    gain_up = extra * view.info_per_seed * worth
+    cost_up = cell_cost_seconds(view.kind, view.K, view.N, extra, settings.episodes)
+    ratio_up = np.where((extra > 0) & (current > 0), gain_up / np.where(cost_up > 0, cost_up, np.inf), -1.0)
+    for i in np.argsort(-ratio_up, kind="stable"):
+        if ratio_up[i] <= 0 or planned >= need:
+            break
+        picks.add(i, settings.max_seeds, "information")
+        planned += gain_up[i]
+
+
+def _pick_informative(view: _RoundView, picks: _Picks, settings: FrontierSettings) -> None:
+    """1b. INFORMATIVE CELLS: enough cells with t·P(1 − P) ≥ 1 to estimate the dispersion."""
+    variance = view.p_hat * (1 - view.p_hat)
+    informs_now = view.t_have * variance >= 1
+    informs_after = np.maximum(view.t_have, settings.seeds) * variance >= 1
+    planned_now = np.array([picks.key(i) in picks.seeds for i in range(len(view.K))], dtype=bool)
     count = int(np.sum(informs_now | (planned_now & informs_after)))
-    for i in order:
-        if count >= settings.min_informative or ratio[i] <= 0:
+    for i in view.order:
+        if count >= settings.min_informative or view.ratio[i] <= 0:
             break
         if informs_after[i] and not informs_now[i] and not planned_now[i]:
-            add(i, settings.seeds, "information")
+            picks.add(i, settings.seeds, "information")
             planned_now[i] = True
             count += 1
 
-    # 2. COVERAGE
-    mid = (p_hat > settings.p_mid[0]) & (p_hat < settings.p_mid[1])
-    check_cost = cell_cost_seconds(kind, K, N, np.clip(settings.seeds - t_have, 0, None), settings.episodes)
+
+def _pick_coverage(view: _RoundView, picks: _Picks, settings: FrontierSettings) -> None:
+    """2. COVERAGE: the best cell of each open quarter of the mid range (under ψ̂ and ψ̂·exp(±2 se)), and
+    of each law row lacking a cell with P in p_mid."""
+    gaps = list(view.gaps)
+    if view.located:  # the gaps under ψ̂·exp(±2 se) too, so that the next fit's quarters are covered
+        for shifted in (view.psi * np.exp(-2 * view.spread), min(view.psi * np.exp(2 * view.spread), _PSI_MAX)):
+            gaps += [g for g in open_gaps(view.kind, shifted, view.ks, view.ns, view.trained, settings) if g not in gaps]
+    K, N, ratio = view.K, view.N, view.ratio
+    mid = (view.p_hat > settings.p_mid[0]) & (view.p_hat < settings.p_mid[1])
+    check_cost = cell_cost_seconds(view.kind, K, N, np.clip(settings.seeds - view.t_have, 0, None), settings.episodes)
     affordable = check_cost <= (np.inf if settings.max_check_hours is None else settings.max_check_hours * 3600)
     for a, b in gaps:
         inside = np.nonzero(mid & affordable & (N >= a) & (N <= b))[0]
-        if len(inside) and not any((kind, int(K[i]), int(N[i])) in seeds for i in inside):
-            best = inside[np.argmax(np.where(new_seeds[inside] > 0, ratio[inside], np.inf))]
-            add(best, settings.seeds, "coverage")
-    # ... and of every K row the law tests need
-    for k in law_rows:
+        if len(inside) and not any(picks.key(i) in picks.seeds for i in inside):
+            best = inside[np.argmax(np.where(view.new_seeds[inside] > 0, ratio[inside], np.inf))]
+            picks.add(best, settings.seeds, "coverage")
+    for k in view.law_rows:
         row = np.nonzero((K == k) & mid)[0]
-        if len(row) and not any((t_have[i] > 0 or (kind, k, int(N[i])) in seeds) for i in row):
-            add(row[np.argmax(ratio[row])], settings.seeds, "coverage")
+        if len(row) and not any((view.t_have[i] > 0 or picks.key(i) in picks.seeds) for i in row):
+            picks.add(row[np.argmax(ratio[row])], settings.seeds, "coverage")
 
-    # 3. BOUNDARY
-    def boundary_ok(i):
+
+def _pick_boundary(view: _RoundView, picks: _Picks, settings: FrontierSettings) -> None:
+    """3. BOUNDARY: per K row, a cell with 0.001 ≤ P ≤ 0.1 and one with 0.9 ≤ P ≤ 0.999 (trained or
+    planned), else its first n with P ≤ 0.1 and last with P ≥ 0.9, with `boundary_seeds` seeds."""
+    K, N, p_hat, t_have = view.K, view.N, view.p_hat, view.t_have
+
+    def affordable(i):
         extra = max(settings.boundary_seeds - t_have[i], 0)
         return settings.max_check_hours is None or \
-            float(cell_cost_seconds(kind, K[i], N[i], extra, settings.episodes)) <= settings.max_check_hours * 3600
+            float(cell_cost_seconds(view.kind, K[i], N[i], extra, settings.episodes)) <= settings.max_check_hours * 3600
 
-    for k in (law_rows or ks):
+    for k in (view.law_rows or view.ks):
         row = np.nonzero(K == k)[0]
         p_row, t_row = p_hat[row], t_have[row]
-        planned_row = np.array([(kind, k, int(N[i])) in seeds for i in row])
+        planned_row = np.array([picks.key(i) in picks.seeds for i in row], dtype=bool)
         has = t_row > 0
         if not ((has | planned_row) & (p_row >= 0.001) & (p_row <= 0.1)).any():
             low = row[p_row <= 0.1]
-            if len(low) and boundary_ok(low[0]):
-                add(low[0], settings.boundary_seeds, "boundary")
+            if len(low) and affordable(low[0]):
+                picks.add(low[0], settings.boundary_seeds, "boundary")
         if not ((has | planned_row) & (p_row >= 0.9) & (p_row <= 0.999)).any():
             high = row[p_row >= 0.9]
-            if len(high) and boundary_ok(high[-1]):
-                add(high[-1], settings.boundary_seeds, "boundary")
-
-    total_cost = float(sum(cell_cost_seconds(kind, c[1], c[2], s - have.get((c[1], c[2]), (0, 0))[1],
-                                             settings.episodes) for c, s in seeds.items()))
-    return FrontierPlan(seeds, reasons, fit, False, coverage_ok, total_cost)
+            if len(high) and affordable(high[-1]):
+                picks.add(high[-1], settings.boundary_seeds, "boundary")
 
 
 def _intra_cell_correlation(outcome: Outcome, kind: str, fit: QuickFit) -> float:

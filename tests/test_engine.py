@@ -274,38 +274,29 @@ def test_invalid_configs_name_the_option():
 
 
 @pytest.mark.slow
-def test_a_choice_the_whole_batch_makes_alike_is_a_constant_and_changes_no_run():
-    """A traced choice equal across a batch is compiled as a constant (the branch not taken is not
-    built: init makes only the target networks it keeps); the runs are the same as when it is traced."""
-    from deepsea_scaling import engine
-    from deepsea_scaling.engine import train_batch
-
-    chosen = small("bootrp", initial_target="independent", loss_reduction="mean", warmup_resample="fixed")
-    other = small("bootrp", initial_target="copy", loss_reduction="sum", warmup_resample="resample")
-    hyper, axes = engine._stack_hyper([engine.default_hyper(chosen), engine.default_hyper(other)])
-    assert engine._uniform_choices(hyper, axes) == {}  # they differ: traced
-    alone_hyper, alone_axes = engine._stack_hyper([engine.default_hyper(chosen)] * 2)
-    assert engine._uniform_choices(alone_hyper, alone_axes) == {
-        "fixed_warmup_members": True, "independent_target": True, "mean_loss": True}
-    batched = train_batch([(chosen, range(2)), (other, range(2))])  # the choices traced
-    alone = [train_seeds(chosen, range(2)), train_seeds(other, range(2))]  # each a constant
-    for a, b in zip(alone, batched):
-        for name in a.metrics:
-            np.testing.assert_array_equal(a.metrics[name], b.metrics[name], err_msg=name)
-    assert not np.array_equal(batched[0].metrics["diversity"], batched[1].metrics["diversity"])
-
-
-@pytest.mark.slow
 def test_a_runs_row_is_the_same_alone_or_batched_with_other_cells():
-    """Batching cells of other hyperparameters (and boot with bootrp) into one program changes no run."""
+    """Batching cells of other hyperparameters (and boot with bootrp) into one program changes no run.
+
+    The batch also holds a cell of other research-code choices, so there the choices are traced, while
+    each cell alone makes them alike and they are compile-time constants (`engine._uniform_choices`:
+    init then builds only the target networks it keeps): the same runs either way."""
+    from deepsea_scaling import engine
     from deepsea_scaling.config import program_signature
     from deepsea_scaling.engine import train_batch
 
     boot, rp = small("boot"), small("bootrp")
     rp_lr = small("bootrp", learning_rate=5e-4, prior_scale=1.0)
-    assert program_signature(boot) == program_signature(rp) == program_signature(rp_lr)
-    batched = train_batch([(boot, range(0, 2)), (rp, range(2, 4)), (rp_lr, range(0, 3))])
-    alone = [train_seeds(boot, range(0, 2)), train_seeds(rp, range(2, 4)), train_seeds(rp_lr, range(0, 3))]
+    chosen = small("bootrp", initial_target="independent", loss_reduction="mean", warmup_resample="fixed")
+    assert program_signature(boot) == program_signature(rp) == program_signature(rp_lr) == program_signature(chosen)
+    hyper, axes = engine._stack_hyper([engine.default_hyper(chosen), engine.default_hyper(rp)])
+    assert engine._uniform_choices(hyper, axes) == {}  # they differ: traced
+    hyper, axes = engine._stack_hyper([engine.default_hyper(chosen)] * 2)
+    assert engine._uniform_choices(hyper, axes) == {
+        "fixed_warmup_members": True, "independent_target": True, "mean_loss": True}
+    cells = [(boot, range(0, 2)), (rp, range(2, 4)), (rp_lr, range(0, 3)), (chosen, range(0, 2))]
+    batched = train_batch(cells)
+    alone = [train_seeds(config, seeds) for config, seeds in cells]
+    assert not np.array_equal(batched[3].metrics["diversity"], batched[1].metrics["diversity"])
     for a, b in zip(alone, batched):
         for name in a.metrics:
             np.testing.assert_array_equal(a.metrics[name], b.metrics[name], err_msg=name)

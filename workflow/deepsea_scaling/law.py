@@ -398,9 +398,14 @@ def rejections(tests: pd.DataFrame, by=stats.FIT_KEYS, level: float = 0.05) -> p
     return pd.DataFrame(out, columns=cols)
 
 
+def rejected(value) -> bool:
+    """One `law_rejected` value as a plain boolean: NA (not tested) is not rejected."""
+    return (not pd.isna(value)) and bool(value)
+
+
 def is_rejected(values: pd.Series) -> pd.Series:
-    """`law_rejected` as plain booleans: NA (not tested) is not rejected."""
-    return values.map(lambda v: (not pd.isna(v)) and bool(v)).astype(bool)
+    """A `law_rejected` column as plain booleans (`rejected` of each value)."""
+    return values.map(rejected).astype(bool)
 
 
 def flag_fits(fits: pd.DataFrame, tests: pd.DataFrame, by=stats.FIT_KEYS, level: float = 0.05) -> pd.DataFrame:

@@ -27,6 +27,7 @@ import pandas as pd  # noqa: E402
 from matplotlib import colors as mcolors  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
+from . import law  # noqa: E402
 from .budget import BUDGET_FREE_KINDS, PUBLISHED, PUBLISHED_BUDGET  # noqa: E402
 from .io import atomic_path  # noqa: E402
 from .kinds import KINDS  # noqa: E402
@@ -129,8 +130,7 @@ def _psi_text(fit: pd.Series | None) -> str:
 
 def _law_text(fit: pd.Series) -> str:
     """A second line where the law tests reject the law (psi_fit.csv's law_rejected), else ""."""
-    flag = fit.get("law_rejected", None)
-    if flag is None or pd.isna(flag) or str(flag) not in ("True", "1", "1.0"):
+    if not law.rejected(fit.get("law_rejected", None)):
         return ""
     alpha = fit.get("law_alpha", np.nan)
     what = f"α = {alpha:.2f}, " if pd.notna(alpha) else ""

@@ -16,29 +16,26 @@ The law assumes the K members discover independently, each with probability
 n_ref is the geometric mean of the fitted cells' n, so θ0 is log ψ at n_ref
 (the law's log ψ when θ1 = 0) and reparametrising changes no test.
 
-The likelihood is the binomial one of `stats.log_likelihood` (successes out of
-trials per cell); every model is fitted by Fisher scoring, vectorised over a
+The family, its likelihood (successes out of trials per cell) and its fit
+are `fit.py`'s: every model is fitted by `fit.fit_batch`, vectorised over a
 batch of studies with the same cells (so a test can fit hundreds of simulated
 studies at once). The law's fit equals `stats.fit_psi`'s GLM. Each alternative
 is tested against the law by the likelihood-ratio test (χ² on the extra
 parameters) and, because cells are overdispersed (Pearson χ²/df of 4 to 8),
 by its quasi-likelihood F version F = (ΔD / Δp) / φ, with φ the alternative's
-Pearson dispersion over its informative cells (t·P(1 − P) ≥ 1, as in
-`stats.pearson_dispersion`) on (Δp, informative cells − p) degrees of freedom.
-Intervals are Wald intervals scaled by √φ (quasi-binomial).
+Pearson dispersion over its informative cells (t·P(1 − P) ≥ 1,
+`fit.pearson_dispersion`) on (Δp, informative cells − p) degrees of freedom.
+Intervals are Wald intervals scaled by √φ (quasi-binomial, `fit.intervals`).
 """
 
 from __future__ import annotations
 
-import warnings
-from dataclasses import dataclass
-
 import numpy as np
 import pandas as pd
-from scipy import special
 from scipy import stats as sps
 
 from . import stats
+from .fit import PARAMS, BatchFit, beta_of, fit_batch, intervals, predict
 
 # (name, free parameters besides θ0, one-line meaning): one table every stage reads.
 MODELS = (
@@ -50,10 +47,6 @@ MODELS = (
 MODEL_NAMES = tuple(m[0] for m in MODELS)
 _FREE = {name: free for name, free, _ in MODELS}
 _DESCRIPTION = {name: text for name, _, text in MODELS}
-PARAMS = ("theta0", "theta1", "alpha")  # the order of a parameter vector
-_NULL = np.array([np.nan, 0.0, 1.0])  # θ1 = 0 and α = 1: the law (θ0 is always free)
-_P_MIN = 1e-300
-_ETA_MAX = -1e-12  # log of a member's probability stays below 0
 
 LAW_TEST_COLUMNS = [
     "model", "description", "n_params", "n_ref",
@@ -66,158 +59,19 @@ LAW_TEST_COLUMNS = [
 ]
 
 
-# ------------------------------------------------------------- THE FAMILY
-def log_fail(beta, K, n, n_ref: float = 1.0) -> np.ndarray:
-    """log(1 − P) of the family; beta (..., 3) as PARAMS, K and n (cells,). Returns (..., cells)."""
-    beta = np.asarray(beta, dtype=float)
-    K, n = np.asarray(K, dtype=float), np.asarray(n, dtype=float)
-    theta0, theta1, alpha = (beta[..., i, None] for i in range(3))
-    eta = np.minimum(n * (theta0 + theta1 * np.log(n / n_ref)), _ETA_MAX)
-    return np.exp(alpha * np.log(K)) * np.log1p(-np.exp(eta))
+# -------------------------------------------------------- FITS AND TESTS
+def fit_models(successes, trials, K, n, models=MODEL_NAMES, n_ref: float | None = None) -> dict:
+    """Every model of `models` fitted to B studies by `fit.fit_batch`, each started from the law's fit.
 
-
-def predict(beta, K, n, n_ref: float = 1.0) -> np.ndarray:
-    """P(discovery) of the family at beta (..., 3); shape (..., cells)."""
-    return -np.expm1(log_fail(beta, K, n, n_ref))
-
-
-def beta_of(psi: float, alpha: float = 1.0, theta1: float = 0.0) -> np.ndarray:
-    """A parameter vector (θ0, θ1, α) from ψ at n_ref, α and θ1."""
-    return np.array([np.log(psi), theta1, alpha])
-
-
-# ------------------------------------------------------ VECTORISED FITTING
-@dataclass
-class BatchFit:
-    """Maximum-likelihood fits of one model to B studies with the same cells.
-
-    beta (B, 3), cov (B, 3, 3) (zero rows/columns for fixed parameters; not
-    scaled by the dispersion), loglik, deviance, dispersion, df_resid (the
-    informative cells − parameters, the F test's denominator df), converged:
-    all (B,); loglik includes the binomial coefficients (as statsmodels'
-    and psi_fit.csv's AIC). n_params: free parameters.
+    successes: (B, cells) or (cells,); trials: broadcastable to it; K, n: (cells,). Returns {model: BatchFit}.
     """
-
-    beta: np.ndarray
-    cov: np.ndarray
-    loglik: np.ndarray
-    deviance: np.ndarray
-    dispersion: np.ndarray
-    df_resid: np.ndarray
-    converged: np.ndarray
-    n_params: int
-
-
-def _loglik(beta, s, t, K, n, n_ref):
-    L = log_fail(beta, K, n, n_ref)
-    log_p = np.log(np.clip(-np.expm1(L), _P_MIN, None))
-    return np.sum(s * log_p + (t - s) * L, axis=-1)
-
-
-def _score_info(beta, s, t, K, n, n_ref, free):
-    """Score (B, p) and Fisher information (B, p, p) of the free parameters."""
-    theta0, theta1, alpha = (beta[:, i, None] for i in range(3))
-    x = np.log(n / n_ref)
-    eta = np.minimum(n * (theta0 + theta1 * x), _ETA_MAX)
-    u = np.exp(eta)
-    k_eff = np.exp(alpha * np.log(K))
-    L = k_eff * np.log1p(-u)
-    P = np.clip(-np.expm1(L), _P_MIN, None)
-    d_theta0 = -k_eff * u / (-np.expm1(eta)) * n
-    jac = {"theta0": d_theta0, "theta1": d_theta0 * x, "alpha": L * np.log(K)}
-    J = np.stack([np.broadcast_to(jac[p], L.shape) for p in free], axis=-1)  # (B, cells, p)
-    dl_dL = t - s / P  # dℓ/dL, with L = log(1 − P)
-    w = t * np.exp(L) / P  # E[(dℓ/dL)²] = t(1 − P)/P
-    score = np.einsum("bc,bcp->bp", dl_dL, J)
-    info = np.einsum("bc,bcp,bcq->bpq", w, J, J)
-    return score, info
-
-
-def _dispersion(s, t, P, n_params):
-    """Pearson χ²/df over the informative cells (t·P(1 − P) ≥ 1), and that df; as stats.pearson_dispersion."""
-    P = np.clip(P, stats.P_MIN, stats.P_MAX)
-    var = t * P * (1 - P)
-    terms = (s - t * P) ** 2 / np.clip(var, 1e-300, None)
-    informative = var >= 1
-    df_inf = informative.sum(axis=-1) - n_params
-    df_all = np.full_like(df_inf, s.shape[-1] - n_params)
-    use_inf = df_inf >= 2
-    chi2 = np.where(use_inf, np.sum(np.where(informative, terms, 0.0), axis=-1), terms.sum(axis=-1))
-    df = np.where(use_inf, df_inf, df_all)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(df > 0, chi2 / df, np.nan), df
-
-
-def _start_theta0(s, t, K, n):
-    """log ψ where the law fits each cell exactly, median over cells (as fit_psi starts), (B,)."""
-    with np.errstate(divide="ignore", invalid="ignore"), warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        guess = np.nanmedian(np.log(stats.single_cell_psi(s, t, K, n)), axis=-1)
-    return np.minimum(np.where(np.isfinite(guess), guess, np.log(0.8)), -1e-6)
-
-
-def fit_batch(successes, trials, K, n, model: str = "law", *, n_ref: float | None = None,
-              start: np.ndarray | None = None, max_iter: int = 100, tol: float = 1e-10) -> BatchFit:
-    """Fit one model of MODELS to B studies by Fisher scoring with step halving.
-
-    successes: (B, cells) or (cells,); trials: broadcastable to it; K, n:
-    (cells,) shared by the studies. n_ref: default the geometric mean of n.
-    start: (B, 3) starting values (fixed parameters are reset to the law's).
-    """
-    s = np.atleast_2d(np.asarray(successes, dtype=float))
-    t = np.broadcast_to(np.asarray(trials, dtype=float), s.shape)
-    K, n = np.asarray(K, dtype=float), np.asarray(n, dtype=float)
-    n_ref = float(np.exp(np.mean(np.log(n)))) if n_ref is None else float(n_ref)
-    free = ("theta0",) + _FREE[model]
-    idx = [PARAMS.index(p) for p in free]
-    B = s.shape[0]
-    beta = np.tile(_NULL, (B, 1))
-    if start is not None:
-        beta[:, idx] = np.asarray(start, dtype=float)[:, idx]
-    else:
-        beta[:, 0] = _start_theta0(s, t, K, n)
-    with np.errstate(all="ignore"):  # trial steps may leave the domain; they are rejected below
-        return _fisher_scoring(beta, s, t, K, n, n_ref, free, idx, max_iter, tol)
-
-
-def _fisher_scoring(beta, s, t, K, n, n_ref, free, idx, max_iter, tol) -> BatchFit:
-    B = len(beta)
-    ll = _loglik(beta, s, t, K, n, n_ref)
-    converged = np.zeros(B, bool)
-    for _ in range(max_iter):
-        score, info = _score_info(beta, s, t, K, n, n_ref, free)
-        ridge = 1e-12 * np.trace(info, axis1=1, axis2=2)[:, None, None] * np.eye(len(free)) + 1e-300
-        step = np.linalg.solve(info + ridge, score[..., None])[..., 0]
-        step = np.where(np.isfinite(step), step, 0.0)
-        scale = np.ones(B)
-        todo = ~converged
-        new_beta, new_ll = beta.copy(), ll.copy()
-        for _halving in range(40):
-            trial = beta.copy()
-            trial[:, idx] = beta[:, idx] + scale[:, None] * step
-            trial_ll = _loglik(trial, s, t, K, n, n_ref)
-            ok = todo & np.isfinite(trial_ll) & (trial_ll >= ll - 1e-12)
-            new_beta[ok], new_ll[ok] = trial[ok], trial_ll[ok]
-            todo &= ~ok
-            if not todo.any():
-                break
-            scale = np.where(todo, scale / 2, scale)
-        gain = new_ll - ll
-        moved = np.max(np.abs(new_beta - beta), axis=1)
-        beta, ll = new_beta, new_ll
-        converged |= (gain < tol) & (moved < 1e-7) | (moved == 0)
-        if converged.all():
-            break
-    _, info = _score_info(beta, s, t, K, n, n_ref, free)
-    cov = np.zeros((B, 3, 3))
-    cov[np.ix_(np.arange(B), idx, idx)] = np.linalg.pinv(info)
-    P = predict(beta, K, n, n_ref)
-    sat = special.xlogy(s, s / t) + special.xlogy(t - s, (t - s) / t)
-    deviance = 2 * (np.sum(sat, axis=-1) - ll)
-    # with the binomial coefficients, as statsmodels' loglik and AIC (psi_fit.csv)
-    ll = ll + np.sum(special.gammaln(t + 1) - special.gammaln(s + 1) - special.gammaln(t - s + 1), axis=-1)
-    dispersion, df_resid = _dispersion(s, t, P, len(free))
-    return BatchFit(beta, cov, ll, np.maximum(deviance, 0.0), dispersion, df_resid, converged, len(free))
+    n_ref = float(np.exp(np.mean(np.log(np.asarray(n, float))))) if n_ref is None else n_ref
+    law = fit_batch(successes, trials, K, n, _FREE["law"], n_ref=n_ref)
+    fits = {"law": law}
+    for model in models:
+        if model != "law":
+            fits[model] = fit_batch(successes, trials, K, n, _FREE[model], n_ref=n_ref, start=law.beta)
+    return fits
 
 
 def lr_tests(null: BatchFit, alt: BatchFit) -> dict:
@@ -233,36 +87,6 @@ def lr_tests(null: BatchFit, alt: BatchFit) -> dict:
         f_p = np.where(alt.df_resid > 0, sps.f.sf(f_stat, df, np.maximum(alt.df_resid, 1)), np.nan)
     return dict(lr_stat=lr, df=df, p_value=sps.chi2.sf(lr, df), f_stat=f_stat,
                 f_df_denom=alt.df_resid, f_p_value=f_p)
-
-
-def intervals(fit: BatchFit, level: float = 0.95, quasi: bool = True) -> dict:
-    """Wald intervals per parameter, (B,) arrays: {name: (estimate, low, high)}.
-
-    psi (ψ at n_ref) from θ0 on the log scale; alpha and theta1 directly.
-    quasi: scale the standard errors by √dispersion.
-    """
-    z = sps.norm.ppf(0.5 + level / 2)
-    phi = np.where(np.isfinite(fit.dispersion), fit.dispersion, 1.0) if quasi else np.ones(len(fit.beta))
-    se = np.sqrt(np.clip(np.diagonal(fit.cov, axis1=1, axis2=2), 0, None) * phi[:, None])
-    out = {}
-    for i, name in enumerate(PARAMS):
-        est = fit.beta[:, i]
-        out[name] = (est, est - z * se[:, i], est + z * se[:, i])
-    theta0, lo, hi = out.pop("theta0")
-    with np.errstate(over="ignore"):
-        out["psi"] = (np.exp(theta0), np.exp(lo), np.minimum(np.exp(hi), 1.0))
-    return out
-
-
-def fit_models(successes, trials, K, n, models=MODEL_NAMES, n_ref: float | None = None) -> dict:
-    """Every model of `models` fitted to B studies, each started from the law's fit."""
-    n_ref = float(np.exp(np.mean(np.log(np.asarray(n, float))))) if n_ref is None else n_ref
-    law = fit_batch(successes, trials, K, n, "law", n_ref=n_ref)
-    fits = {"law": law}
-    for model in models:
-        if model != "law":
-            fits[model] = fit_batch(successes, trials, K, n, model, n_ref=n_ref, start=law.beta)
-    return fits
 
 
 # ------------------------------------------------------------- SIMULATION

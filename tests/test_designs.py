@@ -141,7 +141,7 @@ def test_fit_cells_equals_fit_psi():
         assert fast.ok
         np.testing.assert_allclose([fast.psi, fast.log_psi_se, fast.dispersion_quasi, fast.low, fast.high],
                                    [ref.psi, ref.log_psi_se, ref.dispersion_quasi, ref.psi_quasi_low,
-                                    ref.psi_quasi_high], rtol=1e-6)
+                                    ref.psi_quasi_high], rtol=1e-8)
     assert not D.fit_cells([0, 0], [8, 8], [2, 4], [10, 20]).ok  # all failed: no estimate, as fit_psi
 
 

@@ -8,16 +8,15 @@ import pytest
 from scipy import optimize
 from statsmodels.stats.proportion import proportion_confint
 
+from deepsea_scaling.fit import PowerLawLink, beta_of, loglik
 from deepsea_scaling.simulate import PAPER_KS, PAPER_NS, simulate_cells, simulate_runs
 from deepsea_scaling.stats import (
     AnalysisWarning,
-    PowerLawLink,
     compare_kinds,
     convergence_table,
     fit_psi,
     fit_psi_table,
     frontier_k,
-    log_likelihood,
     predicted_probability,
     residuals_by_k,
     wilson_interval,
@@ -29,9 +28,9 @@ REPLICATES = 200
 def direct_ml_psi(cells: pd.DataFrame) -> float:
     """One-parameter binomial maximum likelihood by scipy, K > 1 only."""
     c = cells[cells["ensemble_size"] > 1]
-    res = optimize.minimize_scalar(
-        lambda th: -log_likelihood(np.exp(th), c["successes"], c["trials"], c["ensemble_size"], c["hardness"]),
-        bounds=(-10, -1e-12), method="bounded", options={"xatol": 1e-12})
+    s, t, K, n = (c[col].to_numpy(float) for col in ("successes", "trials", "ensemble_size", "hardness"))
+    res = optimize.minimize_scalar(lambda th: -loglik(beta_of(np.exp(th)), s, t, K, n),
+                                   bounds=(-10, -1e-12), method="bounded", options={"xatol": 1e-12})
     return float(np.exp(res.x))
 
 

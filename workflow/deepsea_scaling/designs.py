@@ -40,8 +40,9 @@ import numpy as np
 from scipy import stats as sps
 
 from .cost import cell_cost_seconds
+from .fit import fit_batch, wald_interval
 from .study import DESIGNS  # the table of designs lives with the study's keys
-from .stats import P_MAX, P_MIN, pearson_dispersion, predicted_probability, single_cell_psi
+from .stats import predicted_probability
 
 Cell = tuple  # (kind, K, n)
 Outcome = Mapping[tuple, tuple]  # (kind, K, n) -> (successes, trials)
@@ -228,16 +229,6 @@ class QuickFit:
         return (self.high - self.low) / 2
 
 
-def _score_information(theta, s, t, K, n):
-    """Score, expected information and P of the law in θ = log ψ, per cell."""
-    x = np.exp(n * theta)
-    log_q = K * np.log1p(-x)
-    p = np.clip(-np.expm1(log_q), P_MIN, P_MAX)
-    dp = K * n * np.exp(n * theta + (K - 1) * np.log1p(-x))  # dP/dθ
-    w = dp / (p * (1 - p))
-    return w * (s - t * p), t * dp * w, p
-
-
 def cell_information(psi, K, n) -> np.ndarray:
     """Binomial Fisher information about log ψ of one trial of cell (K, n); broadcasts."""
     K, n = np.asarray(K, dtype=float), np.asarray(n, dtype=float)
@@ -252,46 +243,29 @@ def cell_information(psi, K, n) -> np.ndarray:
 
 
 def fit_cells(s, t, K, n, level: float = 0.95) -> QuickFit:
-    """Maximum likelihood ψ of the cells given (K > 1 filtering is the caller's).
+    """Maximum likelihood ψ of the cells given (K > 1 filtering is the caller's), for simulations and planning.
 
-    The same estimate, binomial standard error, dispersion over informative
-    cells and quasi interval as `stats.fit_psi` (tests check it), by Fisher
-    scoring in numpy: about 100× faster than the GLM, for simulations and
-    planning. Returns QuickFit(ok=False) where fit_psi has no estimate.
+    The law's `fit.fit_batch`: the estimate, binomial standard error,
+    dispersion over informative cells and quasi interval of `stats.fit_psi`
+    (tests check it) without its GLM and profile interval, in a quarter of
+    its time (6 against 21 ms on 190 cells). Cells without trials are left
+    out; returns QuickFit(ok=False) with fewer than two cells left, or where
+    fit_psi has no estimate.
     """
     s, t, K, n = (np.asarray(a, dtype=float) for a in (s, t, K, n))
     keep = t > 0
     s, t, K, n = s[keep], t[keep], K[keep], n[keep]
     if len(s) < 2 or s.sum() == 0 or (s == t).all():
         return QuickFit(False)
-    start = np.nanmedian(single_cell_psi(s, t, K, n)) if ((s > 0) & (s < t)).any() else 0.8
-    theta = float(np.log(min(max(start, 1e-6), 1 - 1e-9)))
-
-    def loglik(th):
-        x = np.exp(n * th)
-        log_q = K * np.log1p(-x)
-        return float(np.sum(s * np.log(np.clip(-np.expm1(log_q), 1e-300, None)) + (t - s) * log_q))
-
-    current = loglik(theta)
-    for _ in range(200):
-        score, info, _ = _score_information(theta, s, t, K, n)
-        step = score.sum() / info.sum()
-        new = theta + step
-        while (new >= 0 or loglik(new) < current - 1e-12) and abs(new - theta) > 1e-15:
-            new = theta + (new - theta) / 2
-        converged = abs(new - theta) < 1e-12
-        theta, current = new, loglik(new)
-        if converged:
-            break
+    law = fit_batch(s, t, K, n)
+    theta = float(law.beta[0, 0])
     if not np.isfinite(theta) or theta >= 0:
         return QuickFit(False)
-    _, info, p = _score_information(theta, s, t, K, n)
-    se = float(1 / np.sqrt(info.sum()))
-    _, _, dispersion_quasi = pearson_dispersion(s, t, p, 1)
-    z = sps.norm.ppf(0.5 + level / 2)
+    se = float(np.sqrt(law.cov[0, 0, 0]))
+    dispersion_quasi = float(law.dispersion[0])
     qse = se * np.sqrt(dispersion_quasi)
-    return QuickFit(True, float(np.exp(theta)), theta, se, dispersion_quasi, qse,
-                    float(np.exp(theta - z * qse)), float(min(np.exp(theta + z * qse), 1.0)))
+    low, high = wald_interval(theta, qse, level, log_scale=True)
+    return QuickFit(True, float(np.exp(theta)), theta, se, dispersion_quasi, qse, float(low), float(high))
 
 
 def fit_outcome(outcome: Outcome, kind: str, include_k1: bool = False) -> QuickFit:

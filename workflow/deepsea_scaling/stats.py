@@ -6,7 +6,9 @@ The law of the reference study is
 
 one parameter ψ per method. It is a binomial GLM with no intercept, covariate
 n, coefficient log ψ and, per row, the link g_K(p) = log(1 − (1 − p)^(1/K)),
-since g_K(P) = n·log ψ. Everything here is a pure function of tidy tables:
+since g_K(P) = n·log ψ. The fitting itself (that GLM, the Pearson dispersion,
+the intervals) is `fit.py`'s; here it is applied to tidy tables, and
+everything is a pure function of them:
 
 - runs  (one row per run, the engine's run table, docs/INTERFACES.md)
 - cells (one row per (study, variant, kind, K, n): `convergence_table`)
@@ -19,15 +21,15 @@ row is still returned, with NaN where no estimate exists.
 
 from __future__ import annotations
 
-import functools
 import itertools
 import warnings
 from typing import Iterable, Sequence
 
 import numpy as np
 import pandas as pd
-from scipy import optimize, stats
+from scipy import stats
 
+from .fit import glm, pearson_dispersion, profile_interval, wald_interval
 from .kinds import KINDS
 
 CELL_KEYS = ("study", "variant", "kind", "ensemble_size", "hardness")
@@ -36,9 +38,6 @@ COMPARE_KEYS = ("study", "variant")
 # Kinds that have nothing but K = 1 (ε-greedy DQN): `fit_psi_table` fits them
 # on their K = 1 cells, which gives the baseline law P = ψ^n.
 K1_ONLY_KINDS = tuple(name for name, kind in KINDS.items() if not kind.ensemble)
-
-P_MIN, P_MAX = 1e-100, 1.0 - 1e-15  # keeps the link and its derivative finite
-_Z95 = stats.norm.ppf(0.975)
 
 
 class AnalysisWarning(UserWarning):
@@ -102,112 +101,6 @@ def wilson_interval(successes, trials, level: float = 0.95):
         low = np.where(t > 0, np.clip(centre - half, 0.0, 1.0), np.nan)
         high = np.where(t > 0, np.clip(centre + half, 0.0, 1.0), np.nan)
     return low, high
-
-
-def log_likelihood(psi, successes, trials, K, n) -> np.ndarray:
-    """Binomial log-likelihood of the law (without the binomial coefficients).
-
-    psi: scalar or array of shape (m,) (evaluated for each value); successes,
-    trials, K, n: arrays of shape (cells,). Returns shape () or (m,).
-    """
-    psi = np.asarray(psi, dtype=float)
-    s, t, K, n = (np.asarray(a, dtype=float) for a in (successes, trials, K, n))
-    log_q = K * np.log1p(-np.power.outer(psi, n))  # log(1 − p), shape (..., cells)
-    log_p = np.log(np.clip(-np.expm1(log_q), 1e-300, None))
-    return np.sum(s * log_p + (t - s) * log_q, axis=-1)
-
-
-@functools.cache
-def _power_law_link() -> type:
-    """The GLM's link class, built on first use: statsmodels (1.3 s to import) is loaded only by a fit."""
-    from statsmodels.genmod.families import links
-
-    class PowerLawLink(links.Link):
-        """g_K(p) = log(1 − (1 − p)^(1/K)) with one K per row of the GLM.
-
-        The arrays statsmodels passes have one value per observation, so K is a
-        vector of the same length.
-        """
-
-        def __init__(self, K):
-            self.K = np.asarray(K, dtype=float)
-
-        def _u(self, p):
-            # u = (1 − p)^(1/K) and 1 − u, both without cancellation.
-            e = np.log1p(-p) / self.K
-            return np.exp(e), -np.expm1(e)
-
-        def __call__(self, p):
-            p = np.clip(p, P_MIN, P_MAX)
-            return np.log(self._u(p)[1])
-
-        def inverse(self, z):
-            z = np.minimum(z, -1e-15)
-            return np.clip(-np.expm1(self.K * np.log1p(-np.exp(z))), P_MIN, P_MAX)
-
-        def deriv(self, p):
-            p = np.clip(p, P_MIN, P_MAX)
-            u, one_minus_u = self._u(p)
-            return u / (self.K * (1 - p) * one_minus_u)
-
-        def deriv2(self, p):
-            p = np.clip(p, P_MIN, P_MAX)
-            u, one_minus_u = self._u(p)
-            d1 = u / (self.K * (1 - p) * one_minus_u)
-            return d1 / (1 - p) * (1 - 1 / self.K - u / (self.K * one_minus_u))
-
-        def inverse_deriv(self, z):
-            z = np.minimum(z, -1e-15)
-            ez = np.exp(z)
-            return self.K * np.exp((self.K - 1) * np.log1p(-ez)) * ez
-
-        def inverse_deriv2(self, z):
-            z = np.minimum(z, -1e-15)
-            ez = np.exp(z)
-            q = np.log1p(-ez)
-            return self.K * ez * (np.exp((self.K - 1) * q) - (self.K - 1) * np.exp((self.K - 2) * q) * ez)
-
-    return PowerLawLink
-
-
-def __getattr__(name: str):
-    if name == "PowerLawLink":  # stats.PowerLawLink, built on first use (_power_law_link)
-        return _power_law_link()
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def single_cell_psi(s, t, K, n) -> np.ndarray:
-    """ψ that fits one cell exactly, per cell (NaN at 0 or t successes)."""
-    with np.errstate(divide="ignore", invalid="ignore"):
-        p = s / t
-        psi = (-np.expm1(np.log1p(-p) / K)) ** (1 / n)
-    return np.where((s > 0) & (s < t), psi, np.nan)
-
-
-def _ml_log_psi(s, t, K, n) -> float:
-    """log ψ maximising the binomial likelihood of the law, by bounded 1-D search (the GLM's start).
-
-    IRLS from a poor start can run away (θ → +1e98 on a grid whose K = 8
-    cells all discover and K = 2 cells rarely do); started here, at the
-    optimum, it only adds the standard error and deviance.
-    """
-    def nll(theta):
-        p = np.clip(predicted_probability(np.exp(theta), K, n), 1e-300, 1 - 1e-16)
-        return -float(np.sum(s * np.log(p) + (t - s) * np.log1p(-p)))
-
-    res = optimize.minimize_scalar(nll, bounds=(np.log(1e-6), -1e-9), method="bounded",
-                                   options={"xatol": 1e-10})
-    return float(res.x)
-
-
-def _glm(s, t, K, X, start):
-    import statsmodels.api as sm
-
-    family = sm.families.Binomial(link=_power_law_link()(K), check_link=False)
-    endog = np.column_stack([s, t - s])
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return sm.GLM(endog, X, family=family).fit(start_params=start, maxiter=200, tol=1e-12)
 
 
 # ------------------------------------------------------------- CONVERGENCE
@@ -293,46 +186,9 @@ def usable_cells(cells: pd.DataFrame, include_k1: bool, label: str) -> tuple[pd.
     return c, notes
 
 
-def pearson_dispersion(s, t, p_fit, n_params: int) -> tuple[float, float, float]:
-    """Pearson χ², χ²/df over all cells, and χ²/df over the informative cells.
-
-    The quasi-binomial intervals and F tests use the second dispersion: cells
-    whose expected binomial variance t·p(1 − p) is below 1 (p near 0 or 1, most
-    of a DeepSea grid) cannot show overdispersion yet count in the df, and a
-    single success where p = 1e-6 adds 1e6/t to χ², so χ²/df over all cells is
-    heavy-tailed (in simulations its mean was 11 for a true dispersion of 4,
-    and 0.8 for a true 1). Falls back to all cells when fewer than
-    n_params + 2 cells are informative.
-    """
-    p_fit = np.clip(p_fit, P_MIN, P_MAX)
-    var = t * p_fit * (1 - p_fit)
-    terms = (s - t * p_fit) ** 2 / np.clip(var, 1e-300, None)
-    pearson = float(terms.sum())
-    df_all = len(s) - n_params
-    dispersion = pearson / df_all if df_all > 0 else np.nan
-    informative = var >= 1
-    df_inf = int(informative.sum()) - n_params
-    dispersion_quasi = float(terms[informative].sum() / df_inf) if df_inf >= 2 else dispersion
-    return pearson, dispersion, dispersion_quasi
-
-
-def _profile_interval(theta_hat, s, t, K, n, level=0.95) -> tuple[float, float]:
-    """Likelihood-ratio interval for ψ: {ψ : 2(ℓ̂ − ℓ(ψ)) ≤ χ²₁(level)}."""
-    cut = stats.chi2.ppf(level, 1) / 2
-    l_hat = log_likelihood(np.exp(theta_hat), s, t, K, n)
-
-    def f(theta):
-        return l_hat - log_likelihood(np.exp(theta), s, t, K, n) - cut
-
-    lo_end, hi_end = theta_hat - 50.0, -1e-13
-    low = optimize.brentq(f, lo_end, theta_hat, xtol=1e-12) if f(lo_end) > 0 else -np.inf
-    high = optimize.brentq(f, theta_hat, hi_end, xtol=1e-14) if f(hi_end) > 0 else 0.0
-    return float(np.exp(low)), float(np.exp(high))
-
-
 def fit_psi(cells: pd.DataFrame, include_k1: bool = False, *, label: str | None = None,
             min_cells: int = 1, level: float = 0.95) -> pd.DataFrame:
-    """Fit ψ of P = 1 − (1 − ψ^n)^K by a binomial GLM on the cells.
+    """Fit ψ of P = 1 − (1 − ψ^n)^K by a binomial GLM on the cells (`fit.glm`, statsmodels).
 
     cells: one row per cell with columns ensemble_size (K), hardness (n),
     successes, trials; K = 1 is left out unless `include_k1`.
@@ -342,7 +198,7 @@ def fit_psi(cells: pd.DataFrame, include_k1: bool = False, *, label: str | None 
     dispersion, i.e. quasi-binomial); log_psi and log_psi_se; deviance,
     pearson_chi2, dispersion (χ²/df, the published statistic),
     dispersion_quasi (χ²/df over the cells with t·p(1 − p) ≥ 1, which scales
-    the quasi interval: see `pearson_dispersion`), r2 (of the cell
+    the quasi interval: see `fit.pearson_dispersion`), r2 (of the cell
     proportions), aic;
     n_cells, n_runs, k_min, k_max, n_min, n_max; status ("ok" or the case).
     """
@@ -369,28 +225,27 @@ def fit_psi(cells: pd.DataFrame, include_k1: bool = False, *, label: str | None 
     if (s == t).all():
         return give_up(f"all {len(c)} cells succeeded; psi is at the boundary 1, no estimate")
 
-    res = _glm(s, t, K, n[:, None], np.array([_ml_log_psi(s, t, K, n)]))
+    res = glm(s, t, K, n)
     theta, se = float(res.params[0]), float(res.bse[0])
     if not np.isfinite(theta) or theta >= 0:
         return give_up("the GLM did not converge; no estimate")
     df_resid = len(c) - 1
     p_fit = predicted_probability(np.exp(theta), K, n)
     p_obs = s / t
-    pearson, dispersion, dispersion_quasi = pearson_dispersion(s, t, p_fit, 1)
+    pearson = pearson_dispersion(s, t, p_fit, 1)
     ss_tot = np.sum((p_obs - p_obs.mean()) ** 2)
-    z = stats.norm.ppf(0.5 + level / 2)
     row.update(
         psi=np.exp(theta), log_psi=theta, log_psi_se=se,
-        psi_wald_low=np.exp(theta - z * se), psi_wald_high=min(np.exp(theta + z * se), 1.0),
-        deviance=float(res.deviance), pearson_chi2=pearson, dispersion=dispersion,
-        dispersion_quasi=dispersion_quasi,
+        deviance=float(res.deviance), pearson_chi2=float(pearson.chi2), dispersion=float(pearson.dispersion),
+        dispersion_quasi=float(pearson.quasi),
         r2=1 - np.sum((p_obs - p_fit) ** 2) / ss_tot if ss_tot > 0 and df_resid > 0 else np.nan,
         aic=float(res.aic),
     )
-    row["psi_profile_low"], row["psi_profile_high"] = _profile_interval(theta, s, t, K, n, level)
+    row["psi_wald_low"], row["psi_wald_high"] = wald_interval(theta, se, level, log_scale=True)
+    row["psi_profile_low"], row["psi_profile_high"] = profile_interval(theta, s, t, K, n, level)
     if df_resid > 0:
-        qse = se * np.sqrt(dispersion_quasi)
-        row["psi_quasi_low"], row["psi_quasi_high"] = np.exp(theta - z * qse), min(np.exp(theta + z * qse), 1.0)
+        qse = se * np.sqrt(row["dispersion_quasi"])
+        row["psi_quasi_low"], row["psi_quasi_high"] = wald_interval(theta, qse, level, log_scale=True)
         row["status"] = "; ".join(["ok"] + notes)
     else:
         warn(f"{label}: a single cell; psi fits it exactly, no dispersion, quasi interval or R²")
@@ -457,10 +312,8 @@ def _compare_pair(c: pd.DataFrame, a: str, b: str, include_k1: bool, label: str)
 
     both = pd.concat([parts[a], parts[b]])
     s, t, K, n = (both[col].to_numpy() for col in ("successes", "trials", "ensemble_size", "hardness"))
-    is_a = np.r_[np.ones(len(parts[a]), bool), np.zeros(len(parts[b]), bool)]
-    starts = [_ml_log_psi(s[mask], t[mask], K[mask], n[mask]) for mask in (is_a, ~is_a)]
-    full = _glm(s, t, K, np.column_stack([n * is_a, n * ~is_a]), np.array(starts))
-    pooled = _glm(s, t, K, n[:, None], np.array([_ml_log_psi(s, t, K, n)]))
+    full = glm(s, t, K, n, group=np.repeat([0, 1], [len(parts[a]), len(parts[b])]))  # ψ of a, ψ of b
+    pooled = glm(s, t, K, n)
     if not (np.all(np.isfinite(full.params)) and np.all(full.params < 0) and np.isfinite(pooled.params[0])
             and pooled.params[0] < 0):
         case = "the GLM did not converge; no test"
@@ -468,7 +321,7 @@ def _compare_pair(c: pd.DataFrame, a: str, b: str, include_k1: bool, label: str)
         row["status"] = case
         return row
     n_obs, n_par = len(both), 2
-    _, _, dispersion = pearson_dispersion(s, t, full.mu, 2)
+    dispersion = float(pearson_dispersion(s, t, full.mu, 2).quasi)
     lr = max(float(pooled.deviance - full.deviance), 0.0)
     row.update(psi_a=float(np.exp(full.params[0])), psi_b=float(np.exp(full.params[1])),
                psi_pooled=float(np.exp(pooled.params[0])), lr_stat=lr,
@@ -491,7 +344,7 @@ def compare_kinds(cells: pd.DataFrame, kinds: Sequence[str] | None = None, by: S
     and the pooled GLM with one ψ; the deviance difference is χ²₁ under equal
     ψ. Under overdispersion the quasi-likelihood F = (LR / 1) / φ with φ the
     Pearson dispersion of the joint model (over its informative cells, see
-    `pearson_dispersion`), on (1, cells − 2) df.
+    `fit.pearson_dispersion`), on (1, cells − 2) df.
 
     cells: as for `fit_psi`, plus `kind`. kinds: the kinds to compare (all
     pairs); by default those with cells with K > 1 (boot and bootrp; `eps`

@@ -19,7 +19,6 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 from flax import struct
 
 from . import agent
@@ -69,9 +68,9 @@ _use_threefry_lowering(unrolled=True)
 @struct.dataclass
 class RunState:
     params: Any  # online Q-networks, (K, ...) stacked
-    target: Any  # target networks' params, or (target_table mode) their Q on every cell, (K, cells, A)
+    target: Any  # as the agent's target form holds it (agent.py: TargetNetworks, TargetTable, DecayedTarget)
     opt_state: Any
-    prior: Any  # bootrp: DeepSea (K, cells, A) prior Q table, else prior params; None otherwise
+    prior: Any  # as the agent's prior form holds it (agent.py: PriorTable (K, cells, A), PriorNetworks, NoPrior)
     env_params: Any  # per run: DeepSea's action map
     env_state: Any  # (E, ...)
     obs: jax.Array  # (E,) cell indices or (E, d)
@@ -96,7 +95,7 @@ def seed_keys(config: TrainConfig, seeds) -> jax.Array:
 class Trainer:
     """The pure functions of one run: init, the warm-up and learning steps, the logging
     segments; `train(key, hyper)` = init, every segment, summary. The agent's own
-    functions (Q-values, acting, TD loss) are `agent`'s."""
+    functions (Q-values, acting, the learning step `Agent.update`) are `agent`'s."""
 
     config: TrainConfig
     env: EnvAdapter
@@ -196,17 +195,16 @@ class Trainer:
         )
 
     def learn_step(self, state: RunState, t: jax.Array, hyper: Hyper) -> RunState:
-        """A vector step followed by one AdamW step on every member's own minibatch,
-        then the hard target update every `target_period` gradient steps."""
+        """A vector step followed by the agent's learning step (`Agent.update`: one AdamW step on
+        every member's own minibatch, the hard target update every `target_period` gradient steps)."""
         cfg, ag = self.config, self.agent
         rng, rng_env, bits = self.draw(state.rng, learning=True)
         state = self.act(state.replace(rng=rng), t, hyper, rng_env, bits)
         slot_bits = bits[self.act_draws:].reshape(ag.members, cfg.batch_size)
         batch = replay_sample_bits(state.buffer, slot_bits)  # leaves (K, B, ...)
-        (loss, q_max), grads = ag.loss_and_grads(state.params, state.prior, state.target, batch, cfg.double_dqn, hyper)
-        updates, opt_state = ag.optimizer(hyper).update(grads, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, updates)
-        prior, target = self.update_target(params, state.prior, state.target, t, hyper)
+        params, opt_state, prior, target, loss, q_max = ag.update(
+            state.params, state.opt_state, state.prior, state.target, batch, t - self.learn_start, hyper
+        )
         finite = jnp.isfinite(loss) & jnp.isfinite(q_max)
         return state.replace(
             params=params,
@@ -215,24 +213,6 @@ class Trainer:
             opt_state=opt_state,
             tracker=state.tracker.replace(diverged=state.tracker.diverged | ~finite),
         )
-
-    def update_target(self, params, prior, target, t: jax.Array, hyper: Hyper):
-        """(prior, target) after gradient step t: the hard copy of the online networks (prior included)
-        every `target_period` gradient steps; with decay_scope=all, first AdamW's decay of the
-        zero-gradient prior and targets (the research code's optimiser sees them as parameters)."""
-        ag = self.agent
-        update = (t - self.learn_start + 1) % hyper.target_period == 0
-        if ag.full_params:  # decay_scope=all: the decay, in float32, then the copy as a select
-            def decay(p):
-                return p + (-hyper.learning_rate) * (hyper.weight_decay * p)
-
-            prior = jax.tree.map(decay, prior)
-            target = jax.tree.map(decay, target)
-            return prior, jax.tree.map(lambda p, tp: jnp.where(update, p, tp), ag.target_of(params, prior, hyper), target)
-        if ag.target_table:  # a branch: the Q-table is recomputed only when the target changes
-            return prior, jax.lax.cond(update, lambda: ag.target_of(params, prior, hyper), lambda: target)
-        # a select XLA fuses into the optimiser's pass over the parameters
-        return prior, jax.tree.map(lambda p, tp: jnp.where(update, p, tp), params, target)
 
     def q_diversity(self, state: RunState, hyper: Hyper) -> jax.Array:
         """Std across members of Q on the probe set, averaged over probes and actions."""

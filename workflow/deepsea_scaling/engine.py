@@ -91,6 +91,52 @@ def seed_keys(config: TrainConfig, seeds) -> jax.Array:
     return jax.vmap(lambda s: jax.random.fold_in(base, s))(jnp.asarray(list(seeds), jnp.uint32))
 
 
+# ------------------------------------------------------------- BOOKKEEPING
+# A phase's bookkeeping of its vector steps: `account(trainer, state, t, reward, done, hyper)`
+# -> (episode returns, tracker) after the step's rewards and episode ends, and
+# `resample(done, hyper)` -> where an env draws a new member for its next episode.
+def log_episodes(trainer: "Trainer", state: RunState, t: jax.Array, reward: jax.Array, done: jax.Array,
+                 hyper: Hyper) -> tuple[jax.Array, Tracker]:
+    """Accumulate each env's return and record the episodes that ended (metrics.record_episodes)."""
+    episode_return = state.episode_return + reward
+    in_last_tenth = t >= (trainer.num_steps * 9) // 10
+    tracker = record_episodes(
+        state.tracker, done, episode_return, state.active, hyper.discovery_threshold, in_last_tenth
+    )
+    return jnp.where(done, 0.0, episode_return), tracker
+
+
+def log_nothing(trainer: "Trainer", state: RunState, t: jax.Array, reward: jax.Array, done: jax.Array,
+                hyper: Hyper) -> tuple[jax.Array, Tracker]:
+    """warmup=outside (the research code's): a warm-up outside the budget records no episode and
+    accumulates no return, so the first learning-phase episode counts only its learning-phase rewards."""
+    return state.episode_return, state.tracker
+
+
+def at_episode_end(done: jax.Array, hyper: Hyper) -> jax.Array:
+    """A new member at every episode end."""
+    return done
+
+
+def at_episode_end_unless_fixed(done: jax.Array, hyper: Hyper) -> jax.Array:
+    """warmup_resample=fixed (the research code's) keeps each env's first member through the
+    warm-up (a traced choice); resample draws one at every episode end."""
+    return done & jnp.logical_not(hyper.fixed_warmup_members)
+
+
+@dataclass(frozen=True)
+class Phase:
+    """The bookkeeping of one phase's vector steps (see `log_episodes`, `at_episode_end`)."""
+
+    account: Callable
+    resample: Callable
+
+
+LEARNING = Phase(log_episodes, at_episode_end)
+WARMUP_INSIDE = Phase(log_episodes, at_episode_end_unless_fixed)
+WARMUP_OUTSIDE = Phase(log_nothing, at_episode_end_unless_fixed)
+
+
 @dataclass(frozen=True)
 class Trainer:
     """The pure functions of one run: init, the warm-up and learning steps, the logging
@@ -147,59 +193,14 @@ class Trainer:
     def act_step(self, state: RunState, t: jax.Array, hyper: Hyper) -> RunState:
         """A warm-up vector step: act, store, account (no learning)."""
         rng, rng_env, bits = self.draw(state.rng, learning=False)
-        return self.act(state.replace(rng=rng), t, hyper, rng_env, bits, learning=False)
-
-    def act(self, state: RunState, t: jax.Array, hyper: Hyper, rng_env: jax.Array, bits: jax.Array,
-            learning: bool = True) -> RunState:
-        """Act in all envs, store the transitions, account for the episodes that ended.
-
-        A warm-up outside the budget (`warmup=outside`, learning False) records no
-        episode and accumulates no return; `warmup_resample=fixed` keeps each env's
-        member through the warm-up.
-        """
-        env, num_envs = self.env, self.config.num_envs
-        outside = self.config.warmup_outside
-        q_acting = self.agent.q_acting(state.params, state.prior, state.obs, state.active, hyper)  # (E, A)
-        if outside:  # progress over the learning steps: epsilon = eps_start in the warm-up
-            progress = (t - self.learn_start).astype(jnp.float32) / max(self.num_steps - self.learn_start, 1)
-        else:
-            progress = t.astype(jnp.float32) / self.num_steps
-        eps = agent.epsilon(progress, hyper)
-        action = self.agent.act(q_acting, eps, bits)
-        next_obs, env_state, reward, terminated, done, final_obs = jax.vmap(env.step, in_axes=(0, 0, 0, None))(
-            env.step_keys(rng_env, num_envs), state.env_state, action, state.env_params
-        )
-        buffer = replay_add(
-            state.buffer, Transition(state.obs, action, reward, final_obs, terminated.astype(jnp.float32))
-        )
-
-        # EPISODE BOOKKEEPING
-        if learning or not outside:
-            episode_return = state.episode_return + reward
-            in_last_tenth = t >= (self.num_steps * 9) // 10
-            tracker = record_episodes(
-                state.tracker, done, episode_return, state.active, hyper.discovery_threshold, in_last_tenth
-            )
-            episode_return = jnp.where(done, 0.0, episode_return)
-        else:  # unlogged: the first learning-phase episode counts only its learning-phase rewards
-            tracker, episode_return = state.tracker, state.episode_return
-        tracker = tracker.replace(diverged=tracker.diverged | ~jnp.all(jnp.isfinite(q_acting)))
-        resample = done if learning else done & jnp.logical_not(hyper.fixed_warmup_members)
-        return state.replace(
-            env_state=env_state,
-            obs=next_obs,
-            active=jnp.where(resample, self.agent.new_members(bits, num_envs), state.active),
-            episode_return=episode_return,
-            buffer=buffer,
-            tracker=tracker,
-        )
+        return self.act(state.replace(rng=rng), t, hyper, rng_env, bits, self.warmup)
 
     def learn_step(self, state: RunState, t: jax.Array, hyper: Hyper) -> RunState:
         """A vector step followed by the agent's learning step (`Agent.update`: one AdamW step on
         every member's own minibatch, the hard target update every `target_period` gradient steps)."""
         cfg, ag = self.config, self.agent
         rng, rng_env, bits = self.draw(state.rng, learning=True)
-        state = self.act(state.replace(rng=rng), t, hyper, rng_env, bits)
+        state = self.act(state.replace(rng=rng), t, hyper, rng_env, bits, LEARNING)
         slot_bits = bits[self.act_draws:].reshape(ag.members, cfg.batch_size)
         batch = replay_sample_bits(state.buffer, slot_bits)  # leaves (K, B, ...)
         params, opt_state, prior, target, loss, q_max = ag.update(
@@ -213,6 +214,43 @@ class Trainer:
             opt_state=opt_state,
             tracker=state.tracker.replace(diverged=state.tracker.diverged | ~finite),
         )
+
+    def act(self, state: RunState, t: jax.Array, hyper: Hyper, rng_env: jax.Array, bits: jax.Array,
+            phase: Phase) -> RunState:
+        """Act in all envs, store the transitions, account for the episodes that ended as `phase` says."""
+        env, num_envs = self.env, self.config.num_envs
+        q_acting = self.agent.q_acting(state.params, state.prior, state.obs, state.active, hyper)  # (E, A)
+        eps = agent.epsilon(self.progress(t), hyper)
+        action = self.agent.act(q_acting, eps, bits)
+        next_obs, env_state, reward, terminated, done, final_obs = jax.vmap(env.step, in_axes=(0, 0, 0, None))(
+            env.step_keys(rng_env, num_envs), state.env_state, action, state.env_params
+        )
+        buffer = replay_add(
+            state.buffer, Transition(state.obs, action, reward, final_obs, terminated.astype(jnp.float32))
+        )
+        episode_return, tracker = phase.account(self, state, t, reward, done, hyper)
+        tracker = tracker.replace(diverged=tracker.diverged | ~jnp.all(jnp.isfinite(q_acting)))
+        return state.replace(
+            env_state=env_state,
+            obs=next_obs,
+            active=jnp.where(phase.resample(done, hyper), self.agent.new_members(bits, num_envs), state.active),
+            episode_return=episode_return,
+            buffer=buffer,
+            tracker=tracker,
+        )
+
+    # ------------------------------------------------- BOOKKEEPING VARIANTS
+    @property
+    def warmup(self) -> Phase:
+        """How warm-up steps keep their books: inside the budget, or outside it (`warmup=outside`)."""
+        return WARMUP_OUTSIDE if self.config.warmup_outside else WARMUP_INSIDE
+
+    def progress(self, t: jax.Array) -> jax.Array:
+        """Epsilon's clock at vector step t: the fraction of all steps, or with the warm-up outside
+        the budget the fraction of the learning steps (epsilon = eps_start through the warm-up)."""
+        if self.config.warmup_outside:
+            return (t - self.learn_start).astype(jnp.float32) / max(self.num_steps - self.learn_start, 1)
+        return t.astype(jnp.float32) / self.num_steps
 
     def q_diversity(self, state: RunState, hyper: Hyper) -> jax.Array:
         """Std across members of Q on the probe set, averaged over probes and actions."""

@@ -143,8 +143,14 @@ def profile_cell(kind: str, k: int, n: int, seeds: int, fidelity: str, steps: in
         bits = jax.random.bits(jax.random.fold_in(s.rng, t), (members, batch_size), jnp.uint32)
         return replay_sample_bits(s.buffer, bits)
 
-    grads_example = jax.jit(jax.vmap(lambda s: ag.loss_and_grads(
-        s.params, s.prior, s.target, one_batch(s, t0), cfg.double_dqn, hyper)[1]))(state)
+    def loss_and_grads(s, batch):  # the first half of Agent.update: the TD loss and its gradients
+        prior_q = ag.prior_form.values(ag, s.prior, batch.obs)
+        q_next = ag.target_form.values(ag, s.target, s.prior, batch.next_obs, hyper)
+        q_next_online = ag.q_values(s.params, s.prior, batch.next_obs, hyper) if ag.double_dqn else None
+        return jax.value_and_grad(agent_lib.td_loss, has_aux=True)(
+            s.params, ag.network, batch, prior_q, q_next, q_next_online, hyper)
+
+    grads_example = jax.jit(jax.vmap(lambda s: loss_and_grads(s, one_batch(s, t0))[1]))(state)
 
     # each phase: (state, t, carry) -> (state, carry); `carry` is a float32 the phase's output is
     # folded into, so XLA cannot drop the work; the state changes only where the phase owns it
@@ -184,21 +190,22 @@ def profile_cell(kind: str, k: int, n: int, seeds: int, fidelity: str, steps: in
 
     def phase_loss(s, t, c):
         batch = one_batch(s, t)
-        prior_q = ag.prior_values(s.prior, batch.obs)
-        q_next = ag.target_values(s.target, s.prior, batch.next_obs, hyper)
+        prior_q = ag.prior_form.values(ag, s.prior, batch.obs)
+        q_next = ag.target_form.values(ag, s.target, s.prior, batch.next_obs, hyper)
         loss, _ = agent_lib.td_loss(s.params, ag.network, batch, prior_q, q_next, None, hyper)
         return s, c + loss
 
     def phase_grads(s, t, c):
-        (loss, _), grads = ag.loss_and_grads(s.params, s.prior, s.target, one_batch(s, t), cfg.double_dqn, hyper)
+        (loss, _), grads = loss_and_grads(s, one_batch(s, t))
         return s, c + loss + jnp.sum(grads["params"][sorted(grads["params"])[-1]]["bias"])
 
     def phase_optimiser(s, t, c, grads):
         updates, opt_state = ag.optimizer(hyper).update(grads, s.opt_state, s.params)
         return s.replace(params=optax.apply_updates(s.params, updates), opt_state=opt_state), c
 
-    def phase_target(s, t, c):  # the engine's own target update (and, decay_scope=all, decay)
-        prior, target = trainer.update_target(s.params, s.prior, s.target, t, hyper)
+    def phase_target(s, t, c):  # the agent's own target update (and, decay_scope=all, decay)
+        due = (t - trainer.learn_start + 1) % hyper.target_period == 0
+        prior, target = ag.target_form.update(ag, s.params, s.prior, s.target, due, hyper)
         return s.replace(prior=prior, target=target), c
 
     def phase_whole(s, t, c):
@@ -217,8 +224,8 @@ def profile_cell(kind: str, k: int, n: int, seeds: int, fidelity: str, steps: in
         "target/decay": phase_target,
         "whole step": phase_whole,
     }
-    print(f"\n{kind} K={k} n={n}, {seeds} runs, {fidelity} mode (target_table {ag.target_table}, "
-          f"prior_table {ag.prior_table}, full_params {ag.full_params}); {steps} steps per timing, best of {repeats}")
+    print(f"\n{kind} K={k} n={n}, {seeds} runs, {fidelity} mode (prior {type(ag.prior_form).__name__}, "
+          f"target {type(ag.target_form).__name__}); {steps} steps per timing, best of {repeats}")
     print(f"{'phase':<18}{'ms/step':>10}{'share':>8}")
     times = {}
     for name, fn in phases.items():

@@ -1,14 +1,28 @@
-"""The agent: its Q-values, member selection, acting policy and TD loss, as pure functions.
+"""The agent: Bootstrapped DQN (with randomized priors: RP-BDQN) and epsilon-greedy DQN, as pure functions.
+
+Read `Agent.update` and `td_loss` first: one learning step of every member,
+top to bottom (online Q with the prior, target Q, TD loss, AdamW step, hard
+target update).
 
 - Q-values: each member's Q is f_theta(s) + prior_scale * p(s), p the fixed
-  prior network of a kind with a prior (`Agent.q_shared`, `Agent.q_acting`,
-  `Agent.target_values`).
+  prior network of a kind with a prior (`Agent.q_values`, `Agent.q_shared`,
+  `Agent.q_acting`).
 - Acting (`Agent.act`): a kind exploring by member acts greedily with the
   member drawn for each environment at the start of its episode
   (`Agent.new_members`); a kind exploring by epsilon acts epsilon-greedily.
-- Learning (`td_loss`): squared TD error of every member on its own minibatch,
-  against r + gamma * (1 - terminated) * max_a Q_target(s', a) (or the Double
-  DQN target), minimised by AdamW (`Agent.optimizer`).
+- Learning (`Agent.update`, `td_loss`): squared TD error of every member on its
+  own minibatch, against r + gamma * (1 - terminated) * max_a Q_target(s', a)
+  (or the Double DQN target), minimised by AdamW (`Agent.optimizer`); the
+  target is the online networks' hard copy every target_period gradient steps.
+
+How the prior and the target are held is chosen once, by `make_agent`, from
+the helpers below the algorithm: the prior as networks or (DeepSea) a table
+over the cells (`PriorNetworks`, `PriorTable`, `NoPrior`); the target as
+networks (`TargetNetworks`), as a Q-table over the cells (`TargetTable`, a
+speed-up), or, as the research code has it, as networks and priors that
+AdamW decays like parameters (`DecayedTarget`). The research code's other
+variants are named helpers too: `initial_target` (copy or independent),
+`reduce_over_members` (sum or mean).
 
 The engine (engine.py) owns the loops, the replay buffer and the bookkeeping.
 """
@@ -61,8 +75,8 @@ def hyper_of(config: TrainConfig) -> Hyper:
 class Agent:
     """The static part of one run's agent; its methods are pure functions of arrays.
 
-    prior: a kind with a prior (or a zero-scaled one, `program_kind`) carries
-    it as a (K, cells, A) table on DeepSea, as network parameters elsewhere.
+    `prior_form` and `target_form` say how the prior and the target are held
+    (the helpers below `td_loss`); `make_agent` chooses them once.
     """
 
     kind: Kind
@@ -71,77 +85,50 @@ class Agent:
     num_actions: int
     obs_is_index: bool  # observations are DeepSea cell indices in [0, cells)
     cells: int  # DeepSea: n * n; else the observation length
-    target_table: bool  # keep the target as a Q-table over all cells (`make_agent`)
-    full_params: bool = False  # decay_scope=all: prior and targets are parameters, weight-decayed every step
+    prior_form: PriorNetworks | PriorTable | NoPrior  # how the fixed prior is held
+    target_form: TargetNetworks | TargetTable | DecayedTarget  # how the target is held
+    double_dqn: bool = False  # the online member picks the next action, the target evaluates it
     uniform_init: bool = False  # init=uniform: equinox's Linear initialisation (static: flax's draws stay as they were)
 
-    @property
-    def prior_table(self) -> bool:
-        """DeepSea's fixed prior is tabulated over the cells (not when it decays)."""
-        return self.obs_is_index and not self.full_params
-
-    @property
-    def use_prior(self) -> bool:
-        return program_kind(self.kind, self.obs_is_index).has_prior
-
     # ------------------------------------------------------------- NETWORKS
+    def new_networks(self, key: jax.Array, obs_example: jax.Array):
+        """K independently initialised networks, stacked on axis 0 (`uniform_init`: equinox's
+        initialisation, from a key of its own, so flax's draws are unchanged)."""
+        if self.uniform_init:
+            return init_ensemble_uniform(self.network, jax.random.fold_in(key, 1), self.members, obs_example)
+        return init_ensemble(self.network, key, self.members, obs_example)
+
     def init_networks(self, rng_net: jax.Array, rng_prior: jax.Array, obs_example: jax.Array, hyper: Hyper):
-        """(online params, prior, target): K independently initialised members, their priors, and
-        the target state (a copy of them, or independent networks with priors of their own).
-
-        `uniform_init` selects the uniform (equinox) initialisation, hyper.independent_target the
-        copy or the independent targets; the alternatives use keys of their own, so the
-        engine's default draws are unchanged.
-        """
-        def networks(key):
-            if self.uniform_init:
-                return init_ensemble_uniform(self.network, jax.random.fold_in(key, 1), self.members, obs_example)
-            return init_ensemble(self.network, key, self.members, obs_example)
-
-        def prior_of(key):
-            if not self.use_prior:
-                return None
-            prior = networks(key)
-            if self.prior_table:  # the prior is fixed: tabulate it once over all cells
-                prior = ensemble_apply_shared(self.network, prior, jnp.arange(self.cells))
-            return prior
-
-        params, prior = networks(rng_net), prior_of(rng_prior)
-
-        def copy():
-            return self.target_of(params, prior, hyper)
-
-        def independent():
-            return self.target_of(networks(jax.random.fold_in(rng_net, 2)),
-                                  prior_of(jax.random.fold_in(rng_prior, 2)), hyper)
-
-        if isinstance(hyper.independent_target, bool):  # the same for the whole batch: only that one is built
-            return params, prior, independent() if hyper.independent_target else copy()
-        target = jax.tree.map(lambda c, i: jnp.where(hyper.independent_target, i, c), copy(), independent())
-        return params, prior, target
+        """(online params, prior, target): K independently initialised members, their priors,
+        and the target state (`initial_target`)."""
+        params, prior = self.new_networks(rng_net, obs_example), self.prior_form.make(self, rng_prior, obs_example)
+        return params, prior, initial_target(self, params, prior, rng_net, rng_prior, obs_example, hyper)
 
     def optimizer(self, hyper: Hyper) -> optax.GradientTransformation:
         return optax.adamw(hyper.learning_rate, weight_decay=hyper.weight_decay)
 
     # ------------------------------------------------------------- Q-VALUES
-    def prior_values(self, prior, obs: jax.Array) -> jax.Array:
-        """Prior Q of each member on its own observations: obs (K, B[, d]) -> (K, B, A)."""
-        if not self.use_prior:
-            return jnp.zeros((*obs.shape[:2], self.num_actions), jnp.float32)
-        if self.prior_table:
-            return jax.vmap(lambda table, o: table[o])(prior, obs)
-        return ensemble_apply(self.network, prior, obs)
+    def q_values(self, params, prior, obs: jax.Array, hyper: Hyper) -> jax.Array:
+        """Total Q of each member on its own observations: obs (K, B[, d]) -> (K, B, A)."""
+        return ensemble_apply(self.network, params, obs) + hyper.prior_scale * self.prior_form.values(self, prior, obs)
 
     def q_shared(self, params, prior, obs: jax.Array, hyper: Hyper) -> jax.Array:
         """Every member's total Q on the same observations: obs (B[, d]) -> (K, B, A)."""
         q = ensemble_apply_shared(self.network, params, obs)
-        if self.use_prior:
-            prior_q = self.prior_values(prior, jnp.broadcast_to(obs, (q.shape[0], *obs.shape)))
+        if self.prior_form.exists:
+            prior_q = self.prior_form.values(self, prior, jnp.broadcast_to(obs, (q.shape[0], *obs.shape)))
             q = q + hyper.prior_scale * prior_q
         return q
 
     def q_acting(self, params, prior, obs: jax.Array, active: jax.Array, hyper: Hyper) -> jax.Array:
-        """Total Q of each env's acting member on that env's observation: (E,[d]), (E,) -> (E, A).
+        """Total Q of each env's acting member on that env's observation: (E,[d]), (E,) -> (E, A)."""
+        q = self.acting_member_q(params, active, obs)
+        if self.prior_form.exists:
+            q = q + hyper.prior_scale * self.prior_form.acting(self, prior, active, obs)
+        return q
+
+    def acting_member_q(self, params, active: jax.Array, obs: jax.Array) -> jax.Array:
+        """Q of the networks `params` of each env's acting member on that env's observation (E, A).
 
         Only the acting member is evaluated. For DeepSea its first layer is
         sliced to the one row it needs, so no env copies a member's (cells, width)
@@ -158,30 +145,7 @@ class Agent:
                 o = jnp.zeros_like(o)
             return network.apply(member_params, o)
 
-        q = jax.vmap(member_q, in_axes=(None, 0, 0))(params, active, obs)
-        if self.use_prior:
-            if self.prior_table:
-                prior_q = prior[active, obs]
-            else:
-                prior_q = jax.vmap(member_q, in_axes=(None, 0, 0))(prior, active, obs)
-            q = q + hyper.prior_scale * prior_q
-        return q
-
-    def target_of(self, params, prior, hyper: Hyper):
-        """The target state made from the current online parameters (full_params: and prior)."""
-        if self.target_table:
-            return self.q_shared(params, prior, jnp.arange(self.cells), hyper)
-        if self.full_params:
-            return (params, prior)
-        return params
-
-    def target_values(self, target, prior, obs: jax.Array, hyper: Hyper) -> jax.Array:
-        """Target Q (prior included) of each member on its own observations: (K, B[, d]) -> (K, B, A)."""
-        if self.target_table:
-            return jax.vmap(lambda table, o: table[o])(target, obs)
-        if self.full_params:  # the target's own (decayed) prior
-            target, prior = target
-        return ensemble_apply(self.network, target, obs) + hyper.prior_scale * self.prior_values(prior, obs)
+        return jax.vmap(member_q, in_axes=(None, 0, 0))(params, active, obs)
 
     # --------------------------------------------------------------- ACTING
     def draws_per_env(self) -> int:
@@ -206,32 +170,29 @@ class Agent:
         selection happens at episode ends only (the caller keeps it where no episode ended)."""
         return uniform_ints(bits[:num_envs], self.members)
 
-    # ------------------------------------------------------------- LEARNING
-    def loss_and_grads(self, params, prior, target, batch: Transition, double_dqn: bool, hyper: Hyper):
-        """((TD loss, max |Q|), gradients) of every member on its own minibatch (leaves (K, B, ...))."""
-        prior_q = self.prior_values(prior, batch.obs)
-        q_next_target = self.target_values(target, prior, batch.next_obs, hyper)
-        q_next_online = None
-        if double_dqn:
-            q_next_online = ensemble_apply(self.network, params, batch.next_obs)
-            q_next_online = q_next_online + hyper.prior_scale * self.prior_values(prior, batch.next_obs)
-        return jax.value_and_grad(td_loss, has_aux=True)(
+    # ------------------------------------------------------ THE LEARNING STEP
+    def update(self, params, opt_state, prior, target, batch: Transition, step: jax.Array, hyper: Hyper):
+        """Gradient step `step` (0, 1, ... over the learning phase) of every member on its own
+        minibatch (leaves (K, B, ...)): the TD loss, one AdamW step, the hard target update.
+
+        Returns (params, opt_state, prior, target, TD loss, max |Q|).
+        """
+        # online Q at s: f_theta(s) + beta * p(s), the prior's part fixed (td_loss adds f_theta)
+        prior_q = self.prior_form.values(self, prior, batch.obs)
+        # target Q at s' (prior included); Double DQN: the online Q at s' picks the action
+        q_next_target = self.target_form.values(self, target, prior, batch.next_obs, hyper)
+        q_next_online = self.q_values(params, prior, batch.next_obs, hyper) if self.double_dqn else None
+        # the TD loss and its gradient in the online parameters
+        (loss, q_max), grads = jax.value_and_grad(td_loss, has_aux=True)(
             params, self.network, batch, prior_q, q_next_target, q_next_online, hyper
         )
-
-
-def make_agent(config: TrainConfig, network: QNetwork, num_actions: int, obs_is_index: bool, cells: int) -> Agent:
-    """The agent of `config` on an environment with these facts.
-
-    The target is tabulated on DeepSea while cells <= target_period x
-    batch_size: it changes only every target_period steps, so tabulating it
-    then (cells forward passes) is cheaper than evaluating it on every
-    minibatch (members x batch_size passes per step); true up to n = 56 by default.
-    """
-    full_params = config.decay_scope == "all"
-    target_table = obs_is_index and cells <= config.target_period * config.batch_size and not full_params
-    return Agent(KINDS[config.kind], network, config.members, num_actions, obs_is_index, cells, target_table,
-                 full_params, config.init == "uniform")
+        # one AdamW step
+        updates, opt_state = self.optimizer(hyper).update(grads, opt_state, params)
+        params = optax.apply_updates(params, updates)
+        # the hard target update: the target becomes the online networks every target_period steps
+        due = (step + 1) % hyper.target_period == 0
+        prior, target = self.target_form.update(self, params, prior, target, due, hyper)
+        return params, opt_state, prior, target, loss, q_max
 
 
 def td_loss(
@@ -261,11 +222,182 @@ def td_loss(
     td_target = batch.reward + hyper.gamma * (1.0 - batch.terminated) * jax.lax.stop_gradient(q_next)
     td_error = q_taken - td_target
     loss = jnp.sum(jnp.mean(jnp.square(td_error), axis=-1))
-    # loss_reduction=mean: the mean over members too (the research code's), 1/K of the sum
-    loss = jnp.where(hyper.mean_loss, loss / q.shape[0], loss)
-    return loss, jnp.max(jnp.abs(q))
+    return reduce_over_members(loss, q.shape[0], hyper), jnp.max(jnp.abs(q))
 
 
+def make_agent(config: TrainConfig, network: QNetwork, num_actions: int, obs_is_index: bool, cells: int) -> Agent:
+    """The agent of `config` on an environment with these facts; how it holds its prior and target.
+
+    The prior: none for a kind without one (off DeepSea; on DeepSea such a kind
+    runs with a zero-scaled prior, `program_kind`); a table over the cells on
+    DeepSea, where it is fixed; networks where it changes (decay_scope=all) or
+    observations are vectors.
+    The target: with decay_scope=all the research code's decayed networks and
+    priors; on DeepSea a Q-table over the cells while cells <= target_period x
+    batch_size: it changes only every target_period steps, so tabulating it
+    then (cells forward passes) is cheaper than evaluating it on every
+    minibatch (members x batch_size passes per step); true up to n = 56 by
+    default; otherwise networks.
+    """
+    kind = KINDS[config.kind]
+    decays = config.decay_scope == "all"
+    if not program_kind(kind, obs_is_index).has_prior:
+        prior = NoPrior()
+    elif obs_is_index and not decays:
+        prior = PriorTable()
+    else:
+        prior = PriorNetworks()
+    if decays:
+        target = DecayedTarget()
+    elif obs_is_index and cells <= config.target_period * config.batch_size:
+        target = TargetTable()
+    else:
+        target = TargetNetworks()
+    return Agent(kind, network, config.members, num_actions, obs_is_index, cells, prior, target,
+                 config.double_dqn, config.init == "uniform")
+
+
+# ------------------------------------------------------------------ THE PRIOR
+# How the fixed prior p is held. `make(agent, key, obs_example)`: the prior of K
+# members; `values(agent, prior, obs)`: each member's p on its own observations,
+# (K, B[, d]) -> (K, B, A); `acting(agent, prior, active, obs)`: p of each env's
+# acting member, (E[, d]), (E,) -> (E, A).
+@dataclass(frozen=True)
+class PriorNetworks:
+    """K random networks of the online networks' shape, one per member."""
+
+    exists = True
+
+    def make(self, agent: Agent, key: jax.Array, obs_example: jax.Array):
+        return agent.new_networks(key, obs_example)
+
+    def values(self, agent: Agent, prior, obs: jax.Array) -> jax.Array:
+        return ensemble_apply(agent.network, prior, obs)
+
+    def acting(self, agent: Agent, prior, active: jax.Array, obs: jax.Array) -> jax.Array:
+        return agent.acting_member_q(prior, active, obs)
+
+
+@dataclass(frozen=True)
+class PriorTable(PriorNetworks):
+    """DeepSea: the fixed prior networks tabulated once over all cells, (K, cells, A)."""
+
+    def make(self, agent: Agent, key: jax.Array, obs_example: jax.Array):
+        return ensemble_apply_shared(agent.network, super().make(agent, key, obs_example), jnp.arange(agent.cells))
+
+    def values(self, agent: Agent, prior, obs: jax.Array) -> jax.Array:
+        return _lookup(prior, obs)
+
+    def acting(self, agent: Agent, prior, active: jax.Array, obs: jax.Array) -> jax.Array:
+        return prior[active, obs]
+
+
+@dataclass(frozen=True)
+class NoPrior:
+    """A kind without a prior: nothing to hold; its values are zeros (the Q-values skip it)."""
+
+    exists = False
+
+    def make(self, agent: Agent, key: jax.Array, obs_example: jax.Array):
+        return None
+
+    def values(self, agent: Agent, prior, obs: jax.Array) -> jax.Array:
+        return jnp.zeros((*obs.shape[:2], agent.num_actions), jnp.float32)
+
+
+# ----------------------------------------------------------------- THE TARGET
+# How the target is held. `make(agent, params, prior, hyper)`: the target as a
+# copy of the online networks; `values(agent, target, prior, obs, hyper)`: its
+# total Q (prior included) on each member's own observations, (K, B[, d]) ->
+# (K, B, A); `update(agent, params, prior, target, due, hyper)` -> (prior,
+# target) after a gradient step: the hard copy where `due`.
+@dataclass(frozen=True)
+class TargetNetworks:
+    """DQN's target networks: a copy of the online parameters, with the online networks' prior."""
+
+    def make(self, agent: Agent, params, prior, hyper: Hyper):
+        return params
+
+    def values(self, agent: Agent, target, prior, obs: jax.Array, hyper: Hyper) -> jax.Array:
+        return agent.q_values(target, prior, obs, hyper)
+
+    def update(self, agent: Agent, params, prior, target, due: jax.Array, hyper: Hyper):
+        # a select XLA fuses into the optimiser's pass over the parameters
+        return prior, _select(due, params, target)
+
+
+@dataclass(frozen=True)
+class TargetTable:
+    """A speed-up on DeepSea: the target's total Q on every cell, (K, cells, A), recomputed
+    (a branch) only when the target changes."""
+
+    def make(self, agent: Agent, params, prior, hyper: Hyper):
+        return agent.q_shared(params, prior, jnp.arange(agent.cells), hyper)
+
+    def values(self, agent: Agent, target, prior, obs: jax.Array, hyper: Hyper) -> jax.Array:
+        return _lookup(target, obs)
+
+    def update(self, agent: Agent, params, prior, target, due: jax.Array, hyper: Hyper):
+        return prior, jax.lax.cond(due, lambda: self.make(agent, params, prior, hyper), lambda: target)
+
+
+@dataclass(frozen=True)
+class DecayedTarget:
+    """decay_scope=all, the research code's: the target is (networks, prior), a copy of the online
+    networks with their prior. Its optimiser sees the prior and the targets as parameters with zero
+    gradients, so AdamW's weight decay shrinks them at every gradient step, in float32, before the copy."""
+
+    def make(self, agent: Agent, params, prior, hyper: Hyper):
+        return (params, prior)
+
+    def values(self, agent: Agent, target, prior, obs: jax.Array, hyper: Hyper) -> jax.Array:
+        target_params, target_prior = target  # the target's own (decayed) prior
+        return agent.q_values(target_params, target_prior, obs, hyper)
+
+    def update(self, agent: Agent, params, prior, target, due: jax.Array, hyper: Hyper):
+        def decay(p):
+            return p + (-hyper.learning_rate) * (hyper.weight_decay * p)
+
+        prior = jax.tree.map(decay, prior)
+        target = jax.tree.map(decay, target)
+        return prior, _select(due, self.make(agent, params, prior, hyper), target)
+
+
+def _lookup(tables: jax.Array, obs: jax.Array) -> jax.Array:
+    """Rows of each member's (cells, A) table at its own cells: (K, cells, A), (K, B) -> (K, B, A)."""
+    return jax.vmap(lambda table, o: table[o])(tables, obs)
+
+
+def _select(due: jax.Array, new, old):
+    """`new` where `due`, else `old`, leaf by leaf."""
+    return jax.tree.map(lambda n, o: jnp.where(due, n, o), new, old)
+
+
+# --------------------------------------------------- THE RESEARCH CODE'S VARIANTS
+def initial_target(agent: Agent, params, prior, rng_net: jax.Array, rng_prior: jax.Array, obs_example: jax.Array,
+                   hyper: Hyper):
+    """The target at init: a copy of the online networks (DQN's), or with initial_target=independent
+    (the research code's) networks and priors of their own, from keys of their own (the default
+    draws are unchanged). A traced choice: a batch that mixes them builds both and selects."""
+    def copy():
+        return agent.target_form.make(agent, params, prior, hyper)
+
+    def independent():
+        return agent.target_form.make(agent, agent.new_networks(jax.random.fold_in(rng_net, 2), obs_example),
+                                 agent.prior_form.make(agent, jax.random.fold_in(rng_prior, 2), obs_example), hyper)
+
+    if isinstance(hyper.independent_target, bool):  # the same for the whole batch: only that one is built
+        return independent() if hyper.independent_target else copy()
+    return jax.tree.map(lambda c, i: jnp.where(hyper.independent_target, i, c), copy(), independent())
+
+
+def reduce_over_members(loss: jax.Array, members: int, hyper: Hyper) -> jax.Array:
+    """The TD loss summed over members, or with loss_reduction=mean (the research code's) their
+    mean, 1/K of the sum (a traced choice)."""
+    return jnp.where(hyper.mean_loss, loss / members, loss)
+
+
+# ------------------------------------------------------------------ HELPERS
 def epsilon(progress: jax.Array, hyper: Hyper) -> jax.Array:
     """clip(eps_start - progress / eps_decay_fraction, eps_end, eps_start); progress in [0, 1].
 

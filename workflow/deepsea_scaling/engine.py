@@ -19,7 +19,6 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 from flax import struct
 
 from . import agent
@@ -69,9 +68,9 @@ _use_threefry_lowering(unrolled=True)
 @struct.dataclass
 class RunState:
     params: Any  # online Q-networks, (K, ...) stacked
-    target: Any  # target networks' params, or (target_table mode) their Q on every cell, (K, cells, A)
+    target: Any  # as the agent's target form holds it (agent.py: TargetNetworks, TargetTable, DecayedTarget)
     opt_state: Any
-    prior: Any  # bootrp: DeepSea (K, cells, A) prior Q table, else prior params; None otherwise
+    prior: Any  # as the agent's prior form holds it (agent.py: PriorTable (K, cells, A), PriorNetworks, NoPrior)
     env_params: Any  # per run: DeepSea's action map
     env_state: Any  # (E, ...)
     obs: jax.Array  # (E,) cell indices or (E, d)
@@ -92,11 +91,57 @@ def seed_keys(config: TrainConfig, seeds) -> jax.Array:
     return jax.vmap(lambda s: jax.random.fold_in(base, s))(jnp.asarray(list(seeds), jnp.uint32))
 
 
+# ------------------------------------------------------------- BOOKKEEPING
+# A phase's bookkeeping of its vector steps: `account(trainer, state, t, reward, done, hyper)`
+# -> (episode returns, tracker) after the step's rewards and episode ends, and
+# `resample(done, hyper)` -> where an env draws a new member for its next episode.
+def log_episodes(trainer: "Trainer", state: RunState, t: jax.Array, reward: jax.Array, done: jax.Array,
+                 hyper: Hyper) -> tuple[jax.Array, Tracker]:
+    """Accumulate each env's return and record the episodes that ended (metrics.record_episodes)."""
+    episode_return = state.episode_return + reward
+    in_last_tenth = t >= (trainer.num_steps * 9) // 10
+    tracker = record_episodes(
+        state.tracker, done, episode_return, state.active, hyper.discovery_threshold, in_last_tenth
+    )
+    return jnp.where(done, 0.0, episode_return), tracker
+
+
+def log_nothing(trainer: "Trainer", state: RunState, t: jax.Array, reward: jax.Array, done: jax.Array,
+                hyper: Hyper) -> tuple[jax.Array, Tracker]:
+    """warmup=outside (the research code's): a warm-up outside the budget records no episode and
+    accumulates no return, so the first learning-phase episode counts only its learning-phase rewards."""
+    return state.episode_return, state.tracker
+
+
+def at_episode_end(done: jax.Array, hyper: Hyper) -> jax.Array:
+    """A new member at every episode end."""
+    return done
+
+
+def at_episode_end_unless_fixed(done: jax.Array, hyper: Hyper) -> jax.Array:
+    """warmup_resample=fixed (the research code's) keeps each env's first member through the
+    warm-up (a traced choice); resample draws one at every episode end."""
+    return done & jnp.logical_not(hyper.fixed_warmup_members)
+
+
+@dataclass(frozen=True)
+class Phase:
+    """The bookkeeping of one phase's vector steps (see `log_episodes`, `at_episode_end`)."""
+
+    account: Callable
+    resample: Callable
+
+
+LEARNING = Phase(log_episodes, at_episode_end)
+WARMUP_INSIDE = Phase(log_episodes, at_episode_end_unless_fixed)
+WARMUP_OUTSIDE = Phase(log_nothing, at_episode_end_unless_fixed)
+
+
 @dataclass(frozen=True)
 class Trainer:
     """The pure functions of one run: init, the warm-up and learning steps, the logging
     segments; `train(key, hyper)` = init, every segment, summary. The agent's own
-    functions (Q-values, acting, TD loss) are `agent`'s."""
+    functions (Q-values, acting, the learning step `Agent.update`) are `agent`'s."""
 
     config: TrainConfig
     env: EnvAdapter
@@ -148,65 +193,19 @@ class Trainer:
     def act_step(self, state: RunState, t: jax.Array, hyper: Hyper) -> RunState:
         """A warm-up vector step: act, store, account (no learning)."""
         rng, rng_env, bits = self.draw(state.rng, learning=False)
-        return self.act(state.replace(rng=rng), t, hyper, rng_env, bits, learning=False)
-
-    def act(self, state: RunState, t: jax.Array, hyper: Hyper, rng_env: jax.Array, bits: jax.Array,
-            learning: bool = True) -> RunState:
-        """Act in all envs, store the transitions, account for the episodes that ended.
-
-        A warm-up outside the budget (`warmup=outside`, learning False) records no
-        episode and accumulates no return; `warmup_resample=fixed` keeps each env's
-        member through the warm-up.
-        """
-        env, num_envs = self.env, self.config.num_envs
-        outside = self.config.warmup_outside
-        q_acting = self.agent.q_acting(state.params, state.prior, state.obs, state.active, hyper)  # (E, A)
-        if outside:  # progress over the learning steps: epsilon = eps_start in the warm-up
-            progress = (t - self.learn_start).astype(jnp.float32) / max(self.num_steps - self.learn_start, 1)
-        else:
-            progress = t.astype(jnp.float32) / self.num_steps
-        eps = agent.epsilon(progress, hyper)
-        action = self.agent.act(q_acting, eps, bits)
-        next_obs, env_state, reward, terminated, done, final_obs = jax.vmap(env.step, in_axes=(0, 0, 0, None))(
-            env.step_keys(rng_env, num_envs), state.env_state, action, state.env_params
-        )
-        buffer = replay_add(
-            state.buffer, Transition(state.obs, action, reward, final_obs, terminated.astype(jnp.float32))
-        )
-
-        # EPISODE BOOKKEEPING
-        if learning or not outside:
-            episode_return = state.episode_return + reward
-            in_last_tenth = t >= (self.num_steps * 9) // 10
-            tracker = record_episodes(
-                state.tracker, done, episode_return, state.active, hyper.discovery_threshold, in_last_tenth
-            )
-            episode_return = jnp.where(done, 0.0, episode_return)
-        else:  # unlogged: the first learning-phase episode counts only its learning-phase rewards
-            tracker, episode_return = state.tracker, state.episode_return
-        tracker = tracker.replace(diverged=tracker.diverged | ~jnp.all(jnp.isfinite(q_acting)))
-        resample = done if learning else done & jnp.logical_not(hyper.fixed_warmup_members)
-        return state.replace(
-            env_state=env_state,
-            obs=next_obs,
-            active=jnp.where(resample, self.agent.new_members(bits, num_envs), state.active),
-            episode_return=episode_return,
-            buffer=buffer,
-            tracker=tracker,
-        )
+        return self.act(state.replace(rng=rng), t, hyper, rng_env, bits, self.warmup)
 
     def learn_step(self, state: RunState, t: jax.Array, hyper: Hyper) -> RunState:
-        """A vector step followed by one AdamW step on every member's own minibatch,
-        then the hard target update every `target_period` gradient steps."""
+        """A vector step followed by the agent's learning step (`Agent.update`: one AdamW step on
+        every member's own minibatch, the hard target update every `target_period` gradient steps)."""
         cfg, ag = self.config, self.agent
         rng, rng_env, bits = self.draw(state.rng, learning=True)
-        state = self.act(state.replace(rng=rng), t, hyper, rng_env, bits)
+        state = self.act(state.replace(rng=rng), t, hyper, rng_env, bits, LEARNING)
         slot_bits = bits[self.act_draws:].reshape(ag.members, cfg.batch_size)
         batch = replay_sample_bits(state.buffer, slot_bits)  # leaves (K, B, ...)
-        (loss, q_max), grads = ag.loss_and_grads(state.params, state.prior, state.target, batch, cfg.double_dqn, hyper)
-        updates, opt_state = ag.optimizer(hyper).update(grads, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, updates)
-        prior, target = self.update_target(params, state.prior, state.target, t, hyper)
+        params, opt_state, prior, target, loss, q_max = ag.update(
+            state.params, state.opt_state, state.prior, state.target, batch, t - self.learn_start, hyper
+        )
         finite = jnp.isfinite(loss) & jnp.isfinite(q_max)
         return state.replace(
             params=params,
@@ -216,23 +215,42 @@ class Trainer:
             tracker=state.tracker.replace(diverged=state.tracker.diverged | ~finite),
         )
 
-    def update_target(self, params, prior, target, t: jax.Array, hyper: Hyper):
-        """(prior, target) after gradient step t: the hard copy of the online networks (prior included)
-        every `target_period` gradient steps; with decay_scope=all, first AdamW's decay of the
-        zero-gradient prior and targets (the research code's optimiser sees them as parameters)."""
-        ag = self.agent
-        update = (t - self.learn_start + 1) % hyper.target_period == 0
-        if ag.full_params:  # decay_scope=all: the decay, in float32, then the copy as a select
-            def decay(p):
-                return p + (-hyper.learning_rate) * (hyper.weight_decay * p)
+    def act(self, state: RunState, t: jax.Array, hyper: Hyper, rng_env: jax.Array, bits: jax.Array,
+            phase: Phase) -> RunState:
+        """Act in all envs, store the transitions, account for the episodes that ended as `phase` says."""
+        env, num_envs = self.env, self.config.num_envs
+        q_acting = self.agent.q_acting(state.params, state.prior, state.obs, state.active, hyper)  # (E, A)
+        eps = agent.epsilon(self.progress(t), hyper)
+        action = self.agent.act(q_acting, eps, bits)
+        next_obs, env_state, reward, terminated, done, final_obs = jax.vmap(env.step, in_axes=(0, 0, 0, None))(
+            env.step_keys(rng_env, num_envs), state.env_state, action, state.env_params
+        )
+        buffer = replay_add(
+            state.buffer, Transition(state.obs, action, reward, final_obs, terminated.astype(jnp.float32))
+        )
+        episode_return, tracker = phase.account(self, state, t, reward, done, hyper)
+        tracker = tracker.replace(diverged=tracker.diverged | ~jnp.all(jnp.isfinite(q_acting)))
+        return state.replace(
+            env_state=env_state,
+            obs=next_obs,
+            active=jnp.where(phase.resample(done, hyper), self.agent.new_members(bits, num_envs), state.active),
+            episode_return=episode_return,
+            buffer=buffer,
+            tracker=tracker,
+        )
 
-            prior = jax.tree.map(decay, prior)
-            target = jax.tree.map(decay, target)
-            return prior, jax.tree.map(lambda p, tp: jnp.where(update, p, tp), ag.target_of(params, prior, hyper), target)
-        if ag.target_table:  # a branch: the Q-table is recomputed only when the target changes
-            return prior, jax.lax.cond(update, lambda: ag.target_of(params, prior, hyper), lambda: target)
-        # a select XLA fuses into the optimiser's pass over the parameters
-        return prior, jax.tree.map(lambda p, tp: jnp.where(update, p, tp), params, target)
+    # ------------------------------------------------- BOOKKEEPING VARIANTS
+    @property
+    def warmup(self) -> Phase:
+        """How warm-up steps keep their books: inside the budget, or outside it (`warmup=outside`)."""
+        return WARMUP_OUTSIDE if self.config.warmup_outside else WARMUP_INSIDE
+
+    def progress(self, t: jax.Array) -> jax.Array:
+        """Epsilon's clock at vector step t: the fraction of all steps, or with the warm-up outside
+        the budget the fraction of the learning steps (epsilon = eps_start through the warm-up)."""
+        if self.config.warmup_outside:
+            return (t - self.learn_start).astype(jnp.float32) / max(self.num_steps - self.learn_start, 1)
+        return t.astype(jnp.float32) / self.num_steps
 
     def q_diversity(self, state: RunState, hyper: Hyper) -> jax.Array:
         """Std across members of Q on the probe set, averaged over probes and actions."""

@@ -148,6 +148,12 @@ def use_cpu_devices(count: int) -> None:
                               f"{len(jax.devices('cpu'))} CPU device(s); run the command in a fresh process")
         return
     flags = [f for f in os.environ.get("XLA_FLAGS", "").split() if not f.startswith("--xla_force_host_platform_device_count")]
+    # One core per device: XLA:CPU's Eigen pool would spread each device's products over every core, so
+    # jobs that fill a machine one core each (`snakemake --cores all`, train_threads: 1) would contend for
+    # all of them (two one-core jobs side by side: 1.12x faster with it off; the same bits). A setting in
+    # the caller's XLA_FLAGS wins.
+    if not any(f.startswith("--xla_cpu_multi_thread_eigen") for f in flags):
+        flags.append("--xla_cpu_multi_thread_eigen=false")
     os.environ["XLA_FLAGS"] = " ".join([*flags, flag])
 
 

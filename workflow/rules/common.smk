@@ -83,7 +83,8 @@ TABLES = [
 # instead of preallocating 75% of the card, so several jobs can share one GPU
 # (raise the profile's `resources: gpu=` to run more at once). A value set in
 # the calling environment wins. XLA_FLAGS passes through unchanged: set it there
-# for CPU thread flags, e.g. XLA_FLAGS=--xla_cpu_multi_thread_eigen=false.
+# for other XLA options (the training command turns XLA:CPU's multi-threaded Eigen off,
+# one core per device, unless XLA_FLAGS sets it).
 TRAIN_ENV = (
     f"PYTHONPATH={shlex.quote(PACKAGE_DIR)}${{{{PYTHONPATH:+:$PYTHONPATH}}}} "
     "XLA_PYTHON_CLIENT_PREALLOCATE=${{XLA_PYTHON_CLIENT_PREALLOCATE:-false}} "

@@ -47,7 +47,7 @@ sys.path.insert(0, str(ROOT / "workflow"))
 DEFAULT_CELLS = ["boot:8:11", "bootrp:8:18"]
 
 
-def _parse_cell(text: str) -> tuple[str, int, int]:
+def parse_cell(text: str) -> tuple[str, int, int]:
     try:
         kind, k, n = text.split(":")
         return kind, int(k), int(n)
@@ -65,7 +65,7 @@ def main() -> None:
     parser.add_argument("--cpu-devices", type=int, default=0,
                         help="XLA CPU devices (0: leave JAX's default); the runs are not split over them here")
     args = parser.parse_args()
-    cells = [_parse_cell(c) for c in (args.cell or DEFAULT_CELLS)]
+    cells = [parse_cell(c) for c in (args.cell or DEFAULT_CELLS)]
     if args.seeds < 1 or args.steps < 1 or args.repeats < 1:
         raise SystemExit("--seeds, --steps and --repeats must be positive integers")
     if args.cpu_devices:

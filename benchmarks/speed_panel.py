@@ -42,18 +42,11 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(HERE))
 from compare_original import ORIGINAL_DRIVER, cpu_model  # noqa: E402
+from profile_step import parse_cell  # noqa: E402
 
 PANEL = ["boot:2:6", "boot:8:11", "bootrp:8:18", "bootrp:16:20"]
 COLUMNS = ["side", "setting", "kind", "ensemble_size", "hardness", "num_episodes", "seeds", "discovered",
            "wall_s", "cpu_s", "compile_s", "train_s", "cpu", "date"]
-
-
-def parse_cell(text: str) -> tuple[str, int, int]:
-    try:
-        kind, k, n = text.split(":")
-        return kind, int(k), int(n)
-    except ValueError:
-        raise SystemExit(f"--cell={text} is invalid: write kind:K:n, e.g. boot:8:11") from None
 
 
 def timed(cmd: list[str], **kwargs) -> tuple[subprocess.CompletedProcess, float, float]:

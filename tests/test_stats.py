@@ -54,6 +54,16 @@ def test_wilson_matches_statsmodels():
     assert np.isnan(low0[0]) and np.isnan(high0[0])
 
 
+def test_wilson_interval_holds_the_proportion_at_zero_and_one():
+    """At s = 0 or s = t the end is p exactly (rounding left 0 < low at 12 trials, which made the
+    probability-vs-n figure's error bars negative and the default study fail)."""
+    t = np.arange(1, 201)
+    low, high = wilson_interval(np.zeros_like(t), t)
+    assert (low == 0).all() and (high > 0).all()
+    low, high = wilson_interval(t, t)
+    assert (high == 1).all() and (low < 1).all()
+
+
 def test_frontier_reaches_its_probability():
     n = np.array([3.0, 10.0, 30.0])
     for p in (0.05, 0.5, 0.95):

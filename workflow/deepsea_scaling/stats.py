@@ -98,8 +98,9 @@ def wilson_interval(successes, trials, level: float = 0.95):
         denom = 1 + z**2 / t
         centre = (p + z**2 / (2 * t)) / denom
         half = z * np.sqrt(p * (1 - p) / t + z**2 / (4 * t**2)) / denom
-        low = np.where(t > 0, np.clip(centre - half, 0.0, 1.0), np.nan)
-        high = np.where(t > 0, np.clip(centre + half, 0.0, 1.0), np.nan)
+        # the interval holds p; at p = 0 or 1 rounding could leave an end a hair past it
+        low = np.where(t > 0, np.clip(np.minimum(centre - half, p), 0.0, 1.0), np.nan)
+        high = np.where(t > 0, np.clip(np.maximum(centre + half, p), 0.0, 1.0), np.nan)
     return low, high
 
 

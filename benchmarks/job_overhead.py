@@ -8,7 +8,8 @@ Runs in a fresh process without JAX's persistent compilation cache, as a job of
 a study's first run does, and prints one line of seconds: the imports of JAX and
 the engine, then for the init program and the training segment program (the hot
 loop, once per `--opt-levels` entry) the tracing and lowering (`lower`) and
-XLA's compile (`compile`), the summary program's both, and one logging
+XLA's compile (`compile`), the summary (on the host; the program it
+replaced is timed beside it), and one logging
 segment's run (the fastest of three, after one warm-up call), so a compile
 lever's price in training speed shows beside its gain. Run it twice or more:
 single timings on a shared machine vary by 10-40%.
@@ -40,6 +41,7 @@ def main(argv=None) -> int:
 
     import jax
     import jax.numpy as jnp
+    import numpy as np
 
     from deepsea_scaling import engine
     from deepsea_scaling.config import TrainConfig
@@ -80,8 +82,11 @@ def main(argv=None) -> int:
 
         one_segment()
         row[f"segment run O{level}"] = min(timed(one_segment)[0] for _ in range(3))
-    row["summary lower+compile"], _ = timed(lambda: jax.jit(jax.vmap(lambda s: summarize(s.tracker)))
-                                            .lower(state_shape).compile(engine.compile_options(hot_loop=False)))
+    final = init(keys, hyper)
+    # the engine summarises a finished run on the host (numpy); before, it compiled a third program for it
+    row["summary lower+compile (before)"], _ = timed(lambda: jax.jit(jax.vmap(lambda s: summarize(s.tracker)))
+                                                     .lower(state_shape).compile(engine.compile_options(hot_loop=False)))
+    row["summary on host"], _ = timed(lambda: summarize(jax.tree.map(np.asarray, final.tracker), xp=np))
     print(f"# {args.cell} {args.fidelity} mode, {args.runs} runs, {args.episodes:,} episodes; "
           f"{cpu_model()}, {os.cpu_count()} cores; JAX {jax.__version__}; constant choices: {sorted(static)}")
     print("  ".join(f"{name} {seconds:.2f}" for name, seconds in row.items()))

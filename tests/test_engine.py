@@ -131,6 +131,27 @@ def test_metrics_when_one_member_never_discovers():
     assert np.isnan(float(m["final_return"]))  # no episode in the last 10%
 
 
+
+def test_the_host_summary_equals_the_programs_bit_for_bit():
+    """The engine summarises a finished run with numpy: the same bits as jax.numpy in a program."""
+    rng = np.random.default_rng(0)
+    first = np.where(rng.random((64, 3)) < 0.4, np.inf, rng.integers(1, 3000, (64, 3))).astype(np.float32)
+    tr = tracker_init(members=3, num_log_points=4).replace(
+        episodes=jnp.asarray(rng.integers(0, 3000, 64), jnp.int32),
+        member_first_discovery=jnp.asarray(first),
+        last_return_sum=jnp.asarray(rng.normal(size=64) * 37, jnp.float32),
+        last_return_count=jnp.asarray(rng.integers(0, 7, 64), jnp.int32),  # 0: NaN
+        diverged=jnp.asarray(rng.random(64) < 0.1),
+        diversity=jnp.asarray(rng.random((64, 4)), jnp.float32),
+    )
+    in_program = jax.jit(summarize)(tr)
+    on_host = summarize(jax.tree.map(np.asarray, tr), xp=np)
+    assert set(in_program) == set(on_host)
+    for name, value in in_program.items():
+        assert on_host[name].dtype == value.dtype, name
+        assert on_host[name].tobytes() == np.asarray(value).tobytes(), name
+
+
 # ------------------------------------------------------- PROBE ENVIRONMENTS
 def probe_config(kind, steps):
     return TrainConfig(kind=kind, ensemble_size=3, env_name="probe", num_env_steps=steps, num_envs=8,

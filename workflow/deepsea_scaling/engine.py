@@ -334,7 +334,7 @@ class ShardResult:
 def compile_options(hot_loop: bool) -> dict | None:
     """XLA options for a program: LLVM's optimiser is most of XLA:CPU's compile time.
 
-    Programs run once (init, summary) gain nothing from it; the training loop
+    A program run once (init) gains nothing from it; the training loop
     runs as fast at level 2 as at the default 3 and compiles in about half the
     time (measured: benchmarks/README.md). Other backends keep their defaults.
     """
@@ -403,7 +403,7 @@ def train_batch(
     static = _uniform_choices(hyper, hyper_axes)
     trainer_init, trainer_segment = _with_choices(trainer.init, static), _with_choices(partial(run_segment, trainer), static, 2)
     sharding = _seed_sharding(len(keys))
-    init_shardings = segment_shardings = summary_shardings = {}
+    init_shardings = segment_shardings = {}
     if sharding is not None:  # every state leaf starts with the run axis: keep it split over the devices throughout
         replicated = jax.sharding.NamedSharding(sharding.mesh, jax.sharding.PartitionSpec())
         hyper_shardings = jax.tree.map(lambda axis: replicated if axis is None else sharding, hyper_axes,
@@ -411,7 +411,6 @@ def train_batch(
         hyper = jax.device_put(hyper, hyper_shardings)  # once, not at every segment call
         init_shardings = {"in_shardings": (sharding, hyper_shardings), "out_shardings": sharding}
         segment_shardings = {"in_shardings": (sharding, replicated, hyper_shardings), "out_shardings": sharding}
-        summary_shardings = {"in_shardings": (sharding,)}
 
     t_start = time.perf_counter()
     with _rolled_threefry():
@@ -422,11 +421,6 @@ def train_batch(
         jax.jit(jax.vmap(trainer_segment, in_axes=(0, None, hyper_axes)), donate_argnums=0, **segment_shardings)
         .lower(state_shape, jnp.int32(0), hyper)
         .compile(compile_options(hot_loop=True))
-    )
-    summary = (
-        jax.jit(jax.vmap(lambda state: summarize(state.tracker)), **summary_shardings)
-        .lower(state_shape)
-        .compile(compile_options(hot_loop=False))
     )
     compile_seconds = time.perf_counter() - t_start
 
@@ -448,7 +442,7 @@ def train_batch(
                 f"{(point + 1) / points:6.1%}  step {done:,}/{trainer.num_steps:,}  "
                 f"elapsed {_hms(elapsed)}  left ~{_hms(left)}"
             )
-    metrics = jax.tree.map(np.asarray, summary(state))
+    metrics = summarize(jax.tree.map(np.asarray, state.tracker), xp=np)  # on the host: no program to compile
     run_seconds = time.perf_counter() - t_run
     used = jax.devices()[:1] if sharding is None else list(sharding.mesh.devices.flat)
     devices = [str(d) for d in used]

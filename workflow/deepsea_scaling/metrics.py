@@ -65,22 +65,28 @@ def record_episodes(
     )
 
 
-def summarize(tracker: Tracker) -> dict[str, jax.Array]:
-    """The per-run metrics of the run table (leaves may carry a leading seed axis)."""
-    first = jnp.min(tracker.member_first_discovery, axis=-1)
-    last_member = jnp.max(tracker.member_first_discovery, axis=-1)
+def summarize(tracker: Tracker, xp=jnp) -> dict:
+    """The per-run metrics of the run table (leaves may carry a leading seed axis).
+
+    `xp` is the array module: jax.numpy inside a program, numpy on the host for a
+    finished run's tracker (the engine: one program fewer to compile per job; min,
+    max, select and one correctly rounded division, so both give the same bits).
+    """
+    first = xp.min(tracker.member_first_discovery, axis=-1)
+    last_member = xp.max(tracker.member_first_discovery, axis=-1)
     ok = ~tracker.diverged
-    discovered = jnp.isfinite(first) & ok
-    all_members = jnp.isfinite(last_member) & ok
+    discovered = xp.isfinite(first) & ok
+    all_members = xp.isfinite(last_member) & ok
+    count = tracker.last_return_count
     return {
         "discovered": discovered,
-        "episodes_to_discovery": jnp.where(discovered, first, jnp.nan),
+        "episodes_to_discovery": xp.where(discovered, first, xp.float32(xp.nan)),
         "all_members_discovered": all_members,
-        "episodes_to_all_members": jnp.where(all_members, last_member, jnp.nan),
-        "final_return": jnp.where(
-            tracker.last_return_count > 0,
-            tracker.last_return_sum / jnp.maximum(tracker.last_return_count, 1),
-            jnp.nan,
+        "episodes_to_all_members": xp.where(all_members, last_member, xp.float32(xp.nan)),
+        "final_return": xp.where(
+            count > 0,
+            tracker.last_return_sum / xp.maximum(count, 1).astype(tracker.last_return_sum.dtype),
+            xp.float32(xp.nan),
         ),
         "diverged": tracker.diverged,
         "total_episodes": tracker.episodes,

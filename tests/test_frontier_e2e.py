@@ -246,3 +246,33 @@ def test_gitignore_lets_in_only_the_paper_check_tables_and_plans(tmp_path):
     _git(repo, "init", "-q")
     _git(repo, "add", "-A")
     assert sorted(_git(repo, "ls-files").split()) == sorted([".gitignore", *wanted])
+
+
+# ------------------------------------------- a round's cells grouped by program
+def test_a_rounds_boot_and_bootrp_of_one_shape_train_in_one_job(tmp_path, jax_cache_env):
+    """With train_grouping: shape, a sequential design's round trains the boot and bootrp units of
+    one (K, n) shard in one job: the pilot's 4 units are 2 jobs, each table holds both kinds, and
+    the design's tables (convergence, decisions) read them as they read tables of one cell."""
+    pytest.importorskip("deepsea_scaling.engine")
+    wf = copy_workflow(tmp_path / "wf")
+    spec = {**FRONTIER_SPEC, "kinds": {"boot": {"ensemble_sizes": [2], "hardness": [4, 8]},
+                                       "bootrp": {"ensemble_sizes": [2], "hardness": [4, 8]}},
+            "train_grouping": "shape", "frontier": {**FRONTIER_SPEC["frontier"], "max_rounds": 0}}
+    config = write_study_config(tmp_path / "shape.yaml", "shape_rounds", **spec)
+    result = run_snakemake(wf, *_targets("shape_rounds"), "--cores", "2", "--configfile", str(config),
+                           env=jax_cache_env, timeout=900)
+    assert result.returncode == 0, result.output[-4000:]
+    assert result.output.count("rule train_group:") == 2, result.output[-4000:]
+    plans = _plans(wf, "shape_rounds")
+    assert len(plans[0]["units"]) == 4 and plans[-1]["done"]
+    tables = _tables(wf, "shape_rounds")
+    assert len(tables) == 2
+    for table in tables:
+        rows = pd.read_parquet(table)
+        assert sorted(rows["kind"].unique()) == ["boot", "bootrp"] and len(rows) == 2 * 4
+        assert rows.groupby("kind")["hardness"].nunique().eq(1).all()
+    cells = pd.read_csv(wf / "results" / "shape_rounds" / "convergence.csv")
+    assert len(cells) == 4 and (cells["decision"] == "trained").all() and (cells["trials"] == 4).all()
+    again = run_snakemake(wf, *_targets("shape_rounds"), "--cores", "2", "--configfile", str(config), "-n",
+                          env=jax_cache_env)
+    assert again.returncode == 0 and "train_group" not in again.job_counts(), again.output[-3000:]

@@ -15,7 +15,7 @@ import yaml
 from deepsea_scaling import cost
 from deepsea_scaling import study as S
 from deepsea_scaling.config import TrainConfig, config_hash, program_signature
-from deepsea_scaling.groups import GROUP_NAME_REGEX, train_groups
+from deepsea_scaling.groups import GROUP_NAME_REGEX, groups_by_name, round_groups, train_groups
 from deepsea_scaling.io import ShardError
 from deepsea_scaling.runs import REQUIRED_COLUMNS, merge_group_tables
 
@@ -59,6 +59,31 @@ def test_a_sequential_design_trains_cell_by_cell(config):
     assert study.design == "reference" and study.sequential
     groups = train_groups(study)
     assert len(groups) == 2 * 13 * 36 and all(len(g.cells) == 1 for g in groups)
+
+
+def test_a_round_trains_the_cells_that_share_a_program_in_one_job(config):
+    """With train_grouping: shape a round's boot and bootrp units of one (K, n) shard are one job;
+    a unit planned alone stays alone; with cell, a round's jobs are the groups of one of train_groups."""
+    spec = copy.deepcopy(config)
+    spec["studies"]["paper"].update(seeds_per_cell=64, shard_size=32)
+    alone = S.load_study(spec, "paper")
+    spec["studies"]["paper"].update(train_grouping="shape")
+    study = S.load_study(spec, "paper")
+    cells = study.cells()
+    boot = next(c for c in cells if c.kind == "boot" and c.config.members == 4 and c.config.hardness == 10)
+    twin = next(c for c in cells if c.kind == "bootrp" and program_signature(c.config) == program_signature(boot.config))
+    other = next(c for c in cells if c.kind == "bootrp" and c.config.members == 8 and c.config.hardness == 12)
+    units = [[twin.hash, 0, 32], [other.hash, 0, 32], [boot.hash, 0, 32], [boot.hash, 32, 64]]
+    groups = round_groups(study, units)
+    assert sorted((g.start, sorted(c.kind for c in g.cells)) for g in groups) == [
+        (0, ["boot", "bootrp"]), (0, ["bootrp"]), (32, ["boot"])]
+    pair = next(g for g in groups if len(g.cells) == 2)
+    assert [c.kind for c in pair.cells] == [c.kind for c in cells if c in pair.cells]  # the study's cell order
+    assert round_groups(study, list(reversed(units)))[0].name in {g.name for g in groups}
+    assert {g.name for g in round_groups(alone, units)} <= set(groups_by_name(train_groups(alone)))
+    assert all(len(g.cells) == 1 for g in round_groups(alone, units))
+    with pytest.raises(ValueError, match="does not define"):
+        round_groups(study, [["0123456789abcdef", 0, 32]])
 
 
 @pytest.mark.parametrize("name", ["tiny", "default", "sweep", "ablation"])

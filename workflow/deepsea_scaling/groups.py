@@ -4,7 +4,9 @@ A *group* is the same seed range [start, stop) of one or more cells of a
 study. With `train_grouping: shape`, every cell that shares a program
 signature (`config.program_signature`: boot with bootrp on DeepSea, the sweep
 values of traced hyperparameters) joins one group; with `cell`, each cell's
-shard is a group of one. The group's name carries a digest of its members'
+shard is a group of one. A sequential design groups each round's units the
+same way (`round_groups`): the cells of one round that share a program train
+in one job. The group's name carries a digest of its members'
 config hashes and seed range, so its table is content-addressed: a changed
 hyperparameter or a new member makes a new name, never a stale file.
 """
@@ -93,16 +95,40 @@ class TrainGroup:
         return cost.mem_mb(self.cells[0].config, self.runs, attempt)
 
 
+def _grouped(study: Study, units: Iterable[tuple[Cell, int, int]], alone: bool) -> list[TrainGroup]:
+    buckets: dict[tuple, list[Cell]] = {}
+    for cell, start, stop in units:
+        key = (cell.hash, start, stop) if alone else (program_signature(cell.config), start, stop)
+        buckets.setdefault(key, []).append(cell)
+    return [TrainGroup(study.name, tuple(members), key[-2], key[-1]) for key, members in buckets.items()]
+
+
 def train_groups(study: Study, cells: Iterable[Cell] | None = None) -> list[TrainGroup]:
-    """The training jobs of `cells` (default: every cell of the study), in cell order."""
+    """The training jobs of `cells` (default: every cell of the study), in cell order.
+
+    A sequential design's are one per cell shard (what a round may plan); the
+    jobs of a round are `round_groups`.
+    """
     cells = study.cells() if cells is None else list(cells)
     alone = study.train_grouping == "cell" or study.sequential
-    buckets: dict[tuple, list[Cell]] = {}
-    for cell in cells:
-        for start, stop in study.shards():
-            key = (cell.hash, start, stop) if alone else (program_signature(cell.config), start, stop)
-            buckets.setdefault(key, []).append(cell)
-    return [TrainGroup(study.name, tuple(members), key[-2], key[-1]) for key, members in buckets.items()]
+    return _grouped(study, ((cell, start, stop) for cell in cells for start, stop in study.shards()), alone)
+
+
+def round_groups(study: Study, units: Iterable[Iterable]) -> list[TrainGroup]:
+    """The training jobs of one round of a sequential design: its units ([cell hash, start, stop],
+    as a plan lists them), grouped as `train_grouping` says, members in the study's cell order.
+
+    With `cell` these are `train_groups`' groups of one, so a study's committed tables keep their names.
+    """
+    order = {cell.hash: (i, cell) for i, cell in enumerate(study.cells())}
+    try:
+        units = sorted((order[h][0], start, stop) for h, start, stop in units)
+    except KeyError as err:
+        raise ValueError(f"studies.{study.name}: a round plans cell {err.args[0]}, which the study "
+                         "does not define (its config changed since the plan was written?)") from None
+    cells = list(order.values())
+    alone = study.train_grouping == "cell"
+    return _grouped(study, ((cells[i][1], start, stop) for i, start, stop in units), alone)
 
 
 def groups_by_name(groups: Iterable[TrainGroup]) -> dict[str, TrainGroup]:

@@ -35,16 +35,12 @@ STUDIES = study_lib.load_workflow_config(
 STUDY = STUDIES[config["study"]]
 
 # Every study's training jobs, by study and group name (a few ms per study).
-# A sequential design trains a subset, round by round; its groups are the
-# study's cells' shards, one each, so they are known before any round runs.
+# A sequential design trains a subset, round by round: a round's jobs are its
+# plan's units grouped by program (`round_groups`), found from the plans
+# (`group_of`); with train_grouping: cell they are these groups of one.
 GROUPS = {
     name: groups_lib.groups_by_name(groups_lib.train_groups(study))
     for name, study in STUDIES.items()
-}
-GROUP_OF_UNIT = {
-    name: {(g.cells[0].hash, g.start, g.stop): g for g in groups.values()}
-    for name, groups in GROUPS.items()
-    if STUDIES[name].sequential
 }
 
 
@@ -134,6 +130,14 @@ def study_outputs(study):
 def group_of(wildcards):
     """The TrainGroup a group table's path names; an error if the study plans no such group."""
     found = GROUPS.get(wildcards.study, {}).get(wildcards.group)
+    study = STUDIES.get(wildcards.study)
+    # a sequential design's round may group several cells: look in its plans
+    if found is None and study is not None and study.sequential:
+        for path in sorted(Path(f"results/{study.name}/design").glob("round_*.json")):
+            rounds = groups_lib.round_groups(study, _read_plan(path)["units"])
+            found = groups_lib.groups_by_name(rounds).get(wildcards.group)
+            if found is not None:
+                break
     if found is None:
         raise study_lib.StudyError(
             f"results/{wildcards.study}/runs/{wildcards.group}.parquet: study {wildcards.study} plans "
@@ -166,8 +170,10 @@ def _read_plan(path):
         return json.load(f)
 
 
-def _unit_tables(study, units):
-    return [GROUP_OF_UNIT[study][tuple(unit)].table for unit in units]
+def _round_groups(study, round_index):
+    """Round r's training jobs: its plan's new units, grouped as the study's train_grouping says."""
+    plan = _read_plan(_plan_path(study, round_index))
+    return groups_lib.round_groups(STUDIES[study], plan["units"])
 
 
 def previous_plan(wildcards):
@@ -179,10 +185,9 @@ def previous_plan(wildcards):
 def tables_before_round(wildcards):
     """The group tables of every unit planned before round r."""
     r = int(wildcards.round)
-    if r == 0:
-        return []
-    plan = _read_plan(_plan_path(wildcards.study, r - 1))
-    return _unit_tables(wildcards.study, plan["trained"])
+    return [
+        group.table for q in range(r) for group in _round_groups(wildcards.study, q)
+    ]
 
 
 def final_plan(wildcards):
@@ -213,8 +218,10 @@ def trained_groups(study):
     """The groups a study trains: all of a grid; those of the final plan of a sequential design."""
     if not study.sequential:
         return list(GROUPS[study.name].values())
-    plan = _read_plan(final_plan(Namespace(study=study.name)))
-    return [GROUP_OF_UNIT[study.name][tuple(unit)] for unit in plan["trained"]]
+    last = _read_plan(final_plan(Namespace(study=study.name)))["round"]
+    return [
+        group for q in range(int(last) + 1) for group in _round_groups(study.name, q)
+    ]
 
 
 # ------------------------------------------------------ aggregation inputs

@@ -120,15 +120,14 @@ def round_groups(study: Study, units: Iterable[Iterable]) -> list[TrainGroup]:
 
     With `cell` these are `train_groups`' groups of one, so a study's committed tables keep their names.
     """
-    order = {cell.hash: (i, cell) for i, cell in enumerate(study.cells())}
+    cells = study.cells()
+    index = {cell.hash: i for i, cell in enumerate(cells)}
     try:
-        units = sorted((order[h][0], start, stop) for h, start, stop in units)
+        units = sorted((index[h], start, stop) for h, start, stop in units)
     except KeyError as err:
         raise ValueError(f"studies.{study.name}: a round plans cell {err.args[0]}, which the study "
                          "does not define (its config changed since the plan was written?)") from None
-    cells = list(order.values())
-    alone = study.train_grouping == "cell"
-    return _grouped(study, ((cells[i][1], start, stop) for i, start, stop in units), alone)
+    return _grouped(study, ((cells[i], start, stop) for i, start, stop in units), study.train_grouping == "cell")
 
 
 def groups_by_name(groups: Iterable[TrainGroup]) -> dict[str, TrainGroup]:

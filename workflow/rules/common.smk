@@ -134,8 +134,7 @@ def group_of(wildcards):
     # a sequential design's round may group several cells: look in its plans
     if found is None and study is not None and study.sequential:
         for path in sorted(Path(f"results/{study.name}/design").glob("round_*.json")):
-            rounds = groups_lib.round_groups(study, _read_plan(path)["units"])
-            found = groups_lib.groups_by_name(rounds).get(wildcards.group)
+            found = _groups_of_plan(study.name, path).get(wildcards.group)
             if found is not None:
                 break
     if found is None:
@@ -170,10 +169,25 @@ def _read_plan(path):
         return json.load(f)
 
 
+_PLAN_GROUPS = {}
+
+
+def _groups_of_plan(study, path):
+    """A round plan's training jobs by name: its new units, grouped as the study's train_grouping
+    says; read once per version of the file (Snakemake asks for them for every job of the round).
+    """
+    key = (study, str(path), Path(path).stat().st_mtime_ns)
+    if key not in _PLAN_GROUPS:
+        units = _read_plan(path)["units"]
+        _PLAN_GROUPS[key] = groups_lib.groups_by_name(
+            groups_lib.round_groups(STUDIES[study], units)
+        )
+    return _PLAN_GROUPS[key]
+
+
 def _round_groups(study, round_index):
-    """Round r's training jobs: its plan's new units, grouped as the study's train_grouping says."""
-    plan = _read_plan(_plan_path(study, round_index))
-    return groups_lib.round_groups(STUDIES[study], plan["units"])
+    """Round r's training jobs."""
+    return list(_groups_of_plan(study, _plan_path(study, round_index)).values())
 
 
 def previous_plan(wildcards):
@@ -219,9 +233,7 @@ def trained_groups(study):
     if not study.sequential:
         return list(GROUPS[study.name].values())
     last = _read_plan(final_plan(Namespace(study=study.name)))["round"]
-    return [
-        group for q in range(int(last) + 1) for group in _round_groups(study.name, q)
-    ]
+    return [group for q in range(last + 1) for group in _round_groups(study.name, q)]
 
 
 # ------------------------------------------------------ aggregation inputs

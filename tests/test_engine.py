@@ -325,3 +325,28 @@ def test_a_runs_row_is_the_same_alone_or_batched_with_other_cells():
     assert not np.array_equal(batched[1].metrics["diversity"][:2], batched[2].metrics["diversity"][:2])
     with pytest.raises(ValueError, match="program_signature"):
         train_batch([(small("boot"), range(2)), (small("boot", hardness=5), range(2))])
+
+
+@pytest.mark.slow
+def test_boot_alone_builds_no_prior_and_its_runs_are_those_it_has_beside_bootrp():
+    """Boot runs the bootrp program with its prior scaled by 0. Alone in a batch that 0 is a constant
+    (`engine._uniform_choices`), so no prior is built, evaluated or decayed (`Agent.adds_prior`); beside
+    bootrp the scale is traced and the prior computed, then multiplied by 0. Reference mode, where the
+    priors are networks and AdamW decays them every step: the same runs either way, bit for bit."""
+    from deepsea_scaling import engine
+    from deepsea_scaling.engine import train_batch
+
+    boot, rp = small("boot", fidelity="reference"), small("bootrp", fidelity="reference")
+    hyper, axes = engine._stack_hyper([engine.default_hyper(boot)] * 2)
+    static = engine._uniform_choices(hyper, axes)
+    assert static["prior_scale"] == 0.0
+    trainer = make_train(boot)
+    assert trainer.agent.prior_form.exists and not trainer.agent.adds_prior(hyper.replace(**static))
+    state = jax.eval_shape(engine._with_choices(trainer.init, static), jax.random.key(0), hyper)
+    assert state.prior is None and state.target[1] is None  # no prior, nor the target's copy of it
+    hyper, axes = engine._stack_hyper([engine.default_hyper(boot), engine.default_hyper(rp)])
+    assert "prior_scale" not in engine._uniform_choices(hyper, axes)
+    alone = train_seeds(boot, range(3)).metrics
+    beside = train_batch([(boot, range(3)), (rp, range(2))])[0].metrics
+    for name in alone:
+        np.testing.assert_array_equal(alone[name], beside[name], err_msg=name)

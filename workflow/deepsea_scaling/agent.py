@@ -101,8 +101,18 @@ class Agent:
     def init_networks(self, rng_net: jax.Array, rng_prior: jax.Array, obs_example: jax.Array, hyper: Hyper):
         """(online params, prior, target): K independently initialised members, their priors,
         and the target state (`initial_target`)."""
-        params, prior = self.new_networks(rng_net, obs_example), self.prior_form.make(self, rng_prior, obs_example)
+        params, prior = self.new_networks(rng_net, obs_example), self.new_prior(rng_prior, obs_example, hyper)
         return params, prior, initial_target(self, params, prior, rng_net, rng_prior, obs_example, hyper)
+
+    def adds_prior(self, hyper: Hyper) -> bool:
+        """Whether the Q-values add a prior (static): a kind with one, unless the whole batch scales
+        it by a constant 0 (boot alone on DeepSea; `engine._uniform_choices` makes it a Python 0.0).
+        Then no prior is built, evaluated or decayed: q + 0 * p is q, the same bits."""
+        return self.prior_form.exists and not (isinstance(hyper.prior_scale, float) and hyper.prior_scale == 0.0)
+
+    def new_prior(self, key: jax.Array, obs_example: jax.Array, hyper: Hyper):
+        """The K members' fixed priors, or None where the Q-values add none (`adds_prior`)."""
+        return self.prior_form.make(self, key, obs_example) if self.adds_prior(hyper) else None
 
     def optimizer(self, hyper: Hyper) -> optax.GradientTransformation:
         return optax.adamw(hyper.learning_rate, weight_decay=hyper.weight_decay)
@@ -110,12 +120,15 @@ class Agent:
     # ------------------------------------------------------------- Q-VALUES
     def q_values(self, params, prior, obs: jax.Array, hyper: Hyper) -> jax.Array:
         """Total Q of each member on its own observations: obs (K, B[, d]) -> (K, B, A)."""
-        return ensemble_apply(self.network, params, obs) + hyper.prior_scale * self.prior_form.values(self, prior, obs)
+        q = ensemble_apply(self.network, params, obs)
+        if self.adds_prior(hyper):
+            q = q + hyper.prior_scale * self.prior_form.values(self, prior, obs)
+        return q
 
     def q_shared(self, params, prior, obs: jax.Array, hyper: Hyper) -> jax.Array:
         """Every member's total Q on the same observations: obs (B[, d]) -> (K, B, A)."""
         q = ensemble_apply_shared(self.network, params, obs)
-        if self.prior_form.exists:
+        if self.adds_prior(hyper):
             prior_q = self.prior_form.values(self, prior, jnp.broadcast_to(obs, (q.shape[0], *obs.shape)))
             q = q + hyper.prior_scale * prior_q
         return q
@@ -123,7 +136,7 @@ class Agent:
     def q_acting(self, params, prior, obs: jax.Array, active: jax.Array, hyper: Hyper) -> jax.Array:
         """Total Q of each env's acting member on that env's observation: (E,[d]), (E,) -> (E, A)."""
         q = self.acting_member_q(params, active, obs)
-        if self.prior_form.exists:
+        if self.adds_prior(hyper):
             q = q + hyper.prior_scale * self.prior_form.acting(self, prior, active, obs)
         return q
 
@@ -178,7 +191,7 @@ class Agent:
         Returns (params, opt_state, prior, target, TD loss, max |Q|).
         """
         # online Q at s: f_theta(s) + beta * p(s), the prior's part fixed (td_loss adds f_theta)
-        prior_q = self.prior_form.values(self, prior, batch.obs)
+        prior_q = self.prior_form.values(self, prior, batch.obs) if self.adds_prior(hyper) else None
         # target Q at s' (prior included); Double DQN: the online Q at s' picks the action
         q_next_target = self.target_form.values(self, target, prior, batch.next_obs, hyper)
         q_next_online = self.q_values(params, prior, batch.next_obs, hyper) if self.double_dqn else None
@@ -206,13 +219,15 @@ def td_loss(
 ):
     """Sum over members of the mean squared TD error on each member's minibatch.
 
-    batch leaves: (K, B[, d]); prior_q: (K, B, A) prior values at s (zero without
-    prior); q_next_target: (K, B, A) target-network Q at s' (prior included);
+    batch leaves: (K, B[, d]); prior_q: (K, B, A) prior values at s, or None where
+    the Q-values add no prior; q_next_target: (K, B, A) target-network Q at s' (prior included);
     q_next_online: the online Q at s' for Double DQN (it picks the action the
     target evaluates), or None for the plain max.
     Returns (loss, max |Q(s, a)|) -- the latter is the divergence probe.
     """
-    q = ensemble_apply(network, params, batch.obs) + hyper.prior_scale * prior_q  # (K, B, A)
+    q = ensemble_apply(network, params, batch.obs)  # (K, B, A)
+    if prior_q is not None:
+        q = q + hyper.prior_scale * prior_q
     q_taken = jnp.take_along_axis(q, batch.action[..., None], axis=-1)[..., 0]  # (K, B)
     if q_next_online is not None:
         next_action = jnp.argmax(q_next_online, axis=-1)
@@ -384,7 +399,7 @@ def initial_target(agent: Agent, params, prior, rng_net: jax.Array, rng_prior: j
 
     def independent():
         return agent.target_form.make(agent, agent.new_networks(jax.random.fold_in(rng_net, 2), obs_example),
-                                 agent.prior_form.make(agent, jax.random.fold_in(rng_prior, 2), obs_example), hyper)
+                                 agent.new_prior(jax.random.fold_in(rng_prior, 2), obs_example, hyper), hyper)
 
     if isinstance(hyper.independent_target, bool):  # the same for the whole batch: only that one is built
         return independent() if hyper.independent_target else copy()

@@ -467,10 +467,14 @@ def _stack_hyper(hypers: list[Hyper]) -> tuple[Hyper, Hyper]:
     return Hyper(**fields), Hyper(**axes)
 
 
-def _uniform_choices(hyper: Hyper, axes: Hyper) -> dict[str, bool]:
-    """The traced choices (boolean leaves, config's `flag`s) that are the same for every run of a batch."""
-    return {name: bool(getattr(hyper, name)) for name in Hyper.__dataclass_fields__
-            if getattr(axes, name) is None and jnp.asarray(getattr(hyper, name)).dtype == jnp.bool_}
+def _uniform_choices(hyper: Hyper, axes: Hyper) -> dict[str, bool | float]:
+    """The traced choices (boolean leaves, config's `flag`s) that are the same for every run of a batch,
+    and a prior scale of 0 for the whole batch (boot alone: `Agent.adds_prior`, no prior built)."""
+    static = {name: bool(getattr(hyper, name)) for name in Hyper.__dataclass_fields__
+              if getattr(axes, name) is None and jnp.asarray(getattr(hyper, name)).dtype == jnp.bool_}
+    if axes.prior_scale is None and float(hyper.prior_scale) == 0.0:
+        static["prior_scale"] = 0.0
+    return static
 
 
 def _with_choices(fn: Callable, static: dict[str, bool], hyper_arg: int = 1) -> Callable:

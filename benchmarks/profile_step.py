@@ -118,6 +118,7 @@ def profile_cell(kind: str, k: int, n: int, seeds: int, fidelity: str, steps: in
 
     from deepsea_scaling import agent as agent_lib
     from deepsea_scaling.config import TrainConfig
+    from deepsea_scaling import engine
     from deepsea_scaling.engine import default_hyper, make_train, seed_keys
     from deepsea_scaling.metrics import record_episodes
     from deepsea_scaling.replay import Transition, replay_add, replay_sample_bits
@@ -126,10 +127,12 @@ def profile_cell(kind: str, k: int, n: int, seeds: int, fidelity: str, steps: in
     trainer = make_train(config)
     ag, env, cfg = trainer.agent, trainer.env, trainer.config
     hyper = default_hyper(config)
+    # as the engine compiles one cell: its choices (and boot's prior scale of 0) are constants
+    hyper = hyper.replace(**engine._uniform_choices(hyper, jax.tree.map(lambda _: None, hyper)))
     keys = seed_keys(config, range(seeds))
 
     # a state as learning finds it: initialised, the buffer filled by the warm-up
-    state = jax.jit(jax.vmap(trainer.init, in_axes=(0, None)))(keys, hyper)
+    state = jax.jit(jax.vmap(lambda key: trainer.init(key, hyper)))(keys)  # hyper's constants stay constants
     warm = jax.jit(jax.vmap(lambda s: jax.lax.fori_loop(
         0, trainer.learn_start, lambda t, s: trainer.act_step(s, t, hyper), s)))
     state = warm(state)
@@ -144,7 +147,7 @@ def profile_cell(kind: str, k: int, n: int, seeds: int, fidelity: str, steps: in
         return replay_sample_bits(s.buffer, bits)
 
     def loss_and_grads(s, batch):  # the first half of Agent.update: the TD loss and its gradients
-        prior_q = ag.prior_form.values(ag, s.prior, batch.obs)
+        prior_q = ag.prior_form.values(ag, s.prior, batch.obs) if ag.adds_prior(hyper) else None
         q_next = ag.target_form.values(ag, s.target, s.prior, batch.next_obs, hyper)
         q_next_online = ag.q_values(s.params, s.prior, batch.next_obs, hyper) if ag.double_dqn else None
         return jax.value_and_grad(agent_lib.td_loss, has_aux=True)(
@@ -190,7 +193,7 @@ def profile_cell(kind: str, k: int, n: int, seeds: int, fidelity: str, steps: in
 
     def phase_loss(s, t, c):
         batch = one_batch(s, t)
-        prior_q = ag.prior_form.values(ag, s.prior, batch.obs)
+        prior_q = ag.prior_form.values(ag, s.prior, batch.obs) if ag.adds_prior(hyper) else None
         q_next = ag.target_form.values(ag, s.target, s.prior, batch.next_obs, hyper)
         loss, _ = agent_lib.td_loss(s.params, ag.network, batch, prior_q, q_next, None, hyper)
         return s, c + loss
@@ -224,7 +227,8 @@ def profile_cell(kind: str, k: int, n: int, seeds: int, fidelity: str, steps: in
         "target/decay": phase_target,
         "whole step": phase_whole,
     }
-    print(f"\n{kind} K={k} n={n}, {seeds} runs, {fidelity} mode (prior {type(ag.prior_form).__name__}, "
+    prior_form = type(ag.prior_form).__name__ if ag.adds_prior(hyper) else "none: scaled by 0, not built"
+    print(f"\n{kind} K={k} n={n}, {seeds} runs, {fidelity} mode (prior {prior_form}, "
           f"target {type(ag.target_form).__name__}); {steps} steps per timing, best of {repeats}")
     print(f"{'phase':<18}{'ms/step':>10}{'share':>8}")
     times = {}

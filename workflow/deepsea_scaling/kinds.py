@@ -45,7 +45,8 @@ def program_kind(kind: Kind, obs_is_index: bool) -> Kind:
     Where observations are cell indices (DeepSea) the prior is a table, and a kind without a prior runs the program
     of the kind that differs from it only by having one, with the prior scaled
     by 0: the runs are unchanged (the prior's draws use a key of their own), and
-    both kinds batch into one program that the compilation cache serves to both.
+    both kinds batch into one program. (Trained alone, with scale 0 for the whole
+    batch, boot's program builds no prior: `agent.Agent.adds_prior`.)
     """
     if obs_is_index and not kind.has_prior:
         for other in KINDS.values():

@@ -477,7 +477,7 @@ def _uniform_choices(hyper: Hyper, axes: Hyper) -> dict[str, bool | float]:
     return static
 
 
-def _with_choices(fn: Callable, static: dict[str, bool], hyper_arg: int = 1) -> Callable:
+def _with_choices(fn: Callable, static: dict[str, bool | float], hyper_arg: int = 1) -> Callable:
     """`fn` with its Hyper argument's `static` choices replaced by Python constants."""
     if not static:
         return fn

@@ -146,12 +146,11 @@ def profile_cell(kind: str, k: int, n: int, seeds: int, fidelity: str, steps: in
         bits = jax.random.bits(jax.random.fold_in(s.rng, t), (members, batch_size), jnp.uint32)
         return replay_sample_bits(s.buffer, bits)
 
+    def td_inputs(s, batch):
+        return ag.td_inputs(s.params, s.prior, s.target, batch, hyper)
+
     def loss_and_grads(s, batch):  # the first half of Agent.update: the TD loss and its gradients
-        prior_q = ag.prior_form.values(ag, s.prior, batch.obs) if ag.adds_prior(hyper) else None
-        q_next = ag.target_form.values(ag, s.target, s.prior, batch.next_obs, hyper)
-        q_next_online = ag.q_values(s.params, s.prior, batch.next_obs, hyper) if ag.double_dqn else None
-        return jax.value_and_grad(agent_lib.td_loss, has_aux=True)(
-            s.params, ag.network, batch, prior_q, q_next, q_next_online, hyper)
+        return jax.value_and_grad(agent_lib.td_loss, has_aux=True)(s.params, ag.network, batch, *td_inputs(s, batch), hyper)
 
     grads_example = jax.jit(jax.vmap(lambda s: loss_and_grads(s, one_batch(s, t0))[1]))(state)
 
@@ -193,9 +192,7 @@ def profile_cell(kind: str, k: int, n: int, seeds: int, fidelity: str, steps: in
 
     def phase_loss(s, t, c):
         batch = one_batch(s, t)
-        prior_q = ag.prior_form.values(ag, s.prior, batch.obs) if ag.adds_prior(hyper) else None
-        q_next = ag.target_form.values(ag, s.target, s.prior, batch.next_obs, hyper)
-        loss, _ = agent_lib.td_loss(s.params, ag.network, batch, prior_q, q_next, None, hyper)
+        loss, _ = agent_lib.td_loss(s.params, ag.network, batch, *td_inputs(s, batch), hyper)
         return s, c + loss
 
     def phase_grads(s, t, c):

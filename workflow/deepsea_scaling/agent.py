@@ -184,20 +184,24 @@ class Agent:
         return uniform_ints(bits[:num_envs], self.members)
 
     # ------------------------------------------------------ THE LEARNING STEP
+    def td_inputs(self, params, prior, target, batch: Transition, hyper: Hyper):
+        """What `td_loss` takes besides the online networks: (prior_q, q_next_target, q_next_online)."""
+        # online Q at s: f_theta(s) + beta * p(s), the prior's part fixed (td_loss adds f_theta)
+        prior_q = self.prior_form.values(self, prior, batch.obs) if self.adds_prior(hyper) else None
+        # target Q at s' (prior included); Double DQN: the online Q at s' picks the action
+        q_next_target = self.target_form.values(self, target, prior, batch.next_obs, hyper)
+        q_next_online = self.q_values(params, prior, batch.next_obs, hyper) if self.double_dqn else None
+        return prior_q, q_next_target, q_next_online
+
     def update(self, params, opt_state, prior, target, batch: Transition, step: jax.Array, hyper: Hyper):
         """Gradient step `step` (0, 1, ... over the learning phase) of every member on its own
         minibatch (leaves (K, B, ...)): the TD loss, one AdamW step, the hard target update.
 
         Returns (params, opt_state, prior, target, TD loss, max |Q|).
         """
-        # online Q at s: f_theta(s) + beta * p(s), the prior's part fixed (td_loss adds f_theta)
-        prior_q = self.prior_form.values(self, prior, batch.obs) if self.adds_prior(hyper) else None
-        # target Q at s' (prior included); Double DQN: the online Q at s' picks the action
-        q_next_target = self.target_form.values(self, target, prior, batch.next_obs, hyper)
-        q_next_online = self.q_values(params, prior, batch.next_obs, hyper) if self.double_dqn else None
         # the TD loss and its gradient in the online parameters
         (loss, q_max), grads = jax.value_and_grad(td_loss, has_aux=True)(
-            params, self.network, batch, prior_q, q_next_target, q_next_online, hyper
+            params, self.network, batch, *self.td_inputs(params, prior, target, batch, hyper), hyper
         )
         # one AdamW step
         updates, opt_state = self.optimizer(hyper).update(grads, opt_state, params)

@@ -7,8 +7,9 @@ Each simulated study draws every cell of the paper grid (docs/SCIENCE.md,
 overdispersion matching the published Pearson dispersions 4.1 and 8.1 at 32
 seeds; every seed of every cell is fixed once, so the designs see the same
 worlds. Per design and kind, over the studies: cells trained, projected
-CPU-hours (the project's cost model, `deepsea_scaling.cost`, 50,000
-episodes, compiles left out), bias of ψ (± its Monte Carlo standard error),
+CPU-hours (the project's cost model, `deepsea_scaling.cost`, with its
+reference-mode coefficients by default, the mode of the paper's study,
+`--fidelity`; 50,000 episodes, each cell trained alone, compiles left out), bias of ψ (± its Monte Carlo standard error),
 coverage of ψ's 95% quasi-likelihood interval, its half-width, the fraction
 reaching the target half-width, rounds, and for `reference` the speculative
 overhead (cells trained that the protocol then skipped).
@@ -79,6 +80,8 @@ def main() -> None:
     parser.add_argument("--target", nargs="+", metavar="KIND=VALUE", help="frontier target half-width per kind")
     parser.add_argument("--max-seeds", type=int, default=FrontierSettings.max_seeds,
                         help="frontier: seeds a cell may be topped up to")
+    parser.add_argument("--fidelity", choices=["reference", "default"], default="reference",
+                        help="the cost model's coefficients the trained cells are priced by")
     parser.add_argument("--csv", help="also write the per-study rows here")
     args = parser.parse_args()
     pairs = lambda items, default: {k: float(v) for k, v in (i.split("=") for i in items)} if items else default  # noqa: E731
@@ -95,9 +98,10 @@ def main() -> None:
                                     boundary_seeds=args.boundary_seeds, max_rounds=args.max_rounds,
                                     max_seeds=max(args.max_seeds, args.frontier_seeds), target_half_width=target)
         results = {
-            "grid": simulate_grid_design(worlds, kind),
-            "reference": simulate_reference_design(worlds, kind, limit=args.limit, min_inclusion=args.min_inclusion),
-            "frontier": simulate_frontier_design(worlds, kind, settings),
+            "grid": simulate_grid_design(worlds, kind, fidelity=args.fidelity),
+            "reference": simulate_reference_design(worlds, kind, limit=args.limit, min_inclusion=args.min_inclusion,
+                                                   fidelity=args.fidelity),
+            "frontier": simulate_frontier_design(worlds, kind, settings, fidelity=args.fidelity),
         }
         for design, df in results.items():
             rows.append(summarise(design, kind, df, psi, target))
@@ -110,8 +114,8 @@ def main() -> None:
     table = pd.DataFrame(rows)
     print(f"$ python benchmarks/simulate_designs.py {shlex.join(sys.argv[1:])}\n")
     print(f"{args.studies} simulated paper-grid studies per design; ψ {psi_by_kind}, dispersion at 32 seeds "
-          f"{dispersion}; target half-widths {targets}; cost: CPU-hours at 50,000 episodes, compiles "
-          "left out.\n")
+          f"{dispersion}; target half-widths {targets}; cost: CPU-hours at 50,000 episodes of the cost "
+          f"model's {args.fidelity}-mode coefficients, compiles left out.\n")
     print(table.to_markdown(index=False, floatfmt=".3g"))
     print("\nCost ratios (mean CPU-hours; all kinds = sum):\n")
     ratio_rows = []

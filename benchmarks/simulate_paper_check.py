@@ -13,12 +13,13 @@ the same worlds. Variants change one thing of the study's settings (the
 blind pilot instead of the published-ψ start, no cap on the checks, every K
 row, 16 seeds per cell, the published half-widths, ...).
 
-Per scenario, variant and kind: CPU-hours of the cost model (mean, max),
+Per scenario, variant and kind: CPU-hours of the cost model in the study's
+mode (`fidelity: reference`: `cost.COSTS["reference"]`, fitted on whole jobs; mean, max),
 bias of ψ̂, coverage of ψ's 95% quasi interval, its half-width, the fraction of studies
 meeting the target, rounds after round 0. Per scenario and variant, the whole
 study on a machine of `--cores` cores: CPU-hours with the cost model's
-steady state times `--slowdown` plus `--startup` seconds per training job (one
-cell's seed shard each), the wall hours of the rounds run one after the other
+training seconds times `--slowdown` plus `--startup` seconds per training job
+(one cell's seed shard each; by default the model's start-up and compile), the wall hours of the rounds run one after the other
 (`simulate.study_wall_hours`: each round's jobs `--cores` at a time, in plan
 order, plus `--round-seconds` for planning), the jobs, and the rounds.
 """
@@ -39,6 +40,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "workflow"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
+from deepsea_scaling import cost  # noqa: E402
 from deepsea_scaling import study as study_lib  # noqa: E402
 from deepsea_scaling.simulate import (PUBLISHED_DISPERSION, SimulatedWorlds,  # noqa: E402
                                       simulate_frontier_design, study_wall_hours)
@@ -83,15 +85,19 @@ def main() -> None:
     parser.add_argument("--scenarios", nargs="+", choices=list(SCENARIOS), default=list(SCENARIOS))
     parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
     parser.add_argument("--cores", type=int, default=2)
-    parser.add_argument("--slowdown", type=float, default=1.4,
-                        help="measured steady state / cost model (reference fidelity: about 1.4)")
-    parser.add_argument("--startup", type=float, default=10.0, help="seconds of start-up and compile per job")
+    parser.add_argument("--slowdown", type=float, default=1.0,
+                        help="measured / the cost model's training seconds (e.g. two jobs sharing memory bandwidth)")
+    parser.add_argument("--startup", type=float, default=None,
+                        help="seconds of start-up and compile per job (default: the cost model's, in the study's mode)")
     parser.add_argument("--round-seconds", type=float, default=20.0, help="seconds of planning per round")
     parser.add_argument("--csv", help="also write the per-study rows here")
     args = parser.parse_args()
 
     config = yaml.safe_load((ROOT / "config.yaml").read_text())
     study = study_lib.load_study(config, args.study)
+    fidelity = study.cells()[0].config.fidelity
+    if args.startup is None:
+        args.startup = cost.COSTS[fidelity].startup + cost.COSTS[fidelity].compile
     kinds = [k for k in study.kinds if k in ("boot", "bootrp")]
     grid = {c.kind: set() for c in study.cells()}
     for c in study.cells():
@@ -111,7 +117,7 @@ def main() -> None:
             results = {}
             for kind in kinds:
                 settings = settings_for(study, kind, changes)
-                df = simulate_frontier_design(worlds, kind, settings)
+                df = simulate_frontier_design(worlds, kind, settings, fidelity=fidelity)
                 results[kind] = df
                 kind_rows.append({
                     "scenario": scenario, "variant": variant, "kind": kind, "ψ": truth[kind],
@@ -125,7 +131,7 @@ def main() -> None:
                 per_study.append(df.drop(columns="plans").assign(scenario=scenario, variant=variant, kind=kind))
             whole = pd.DataFrame([
                 study_wall_hours({k: results[k]["plans"].iloc[i] for k in kinds}, shard, study.num_episodes,
-                                 args.cores, args.slowdown, args.startup, args.round_seconds)
+                                 args.cores, args.slowdown, args.startup, args.round_seconds, fidelity=fidelity)
                 for i in range(args.studies)])
             study_rows.append({
                 "scenario": scenario, "variant": variant,
@@ -140,7 +146,7 @@ def main() -> None:
     print(f"study {study.name}: {len(ks)} K x {len(ns)} n per kind, {study.num_episodes:,} episodes, "
           f"shards of {study.shard_size} seeds; {args.studies} simulated studies per scenario, the same for "
           f"every variant; dispersion at 32 seeds {({k: PUBLISHED_DISPERSION[k] for k in kinds})}.\n")
-    print("Per kind (CPU-hours of the cost model, steady state, no start-up):\n")
+    print(f"Per kind (CPU-hours of the cost model, {fidelity} mode, training only):\n")
     print(pd.DataFrame(kind_rows).to_markdown(index=False, floatfmt=".3g"))
     print(f"\nWhole study on {args.cores} cores: CPU-hours x {args.slowdown} plus {args.startup:.0f} s per job; "
           f"rounds one after the other ({args.round_seconds:.0f} s of planning each); rounds include round 0:\n")

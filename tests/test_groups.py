@@ -136,20 +136,34 @@ def test_cost_model_by_hand():
 
 
 def test_fit_coefficients_recovers_known_costs_exactly():
-    """Jobs timed by a known model: the fit returns that model, and job_seconds adds the overhead."""
-    true = cost.Coefficients(step=3e-4, pair=5e-5, pair_row=6e-8, startup=4.0, compile=9.0, compile_cached=1.5)
+    """Jobs timed by a known model: the fit returns that model (the prior's price from the jobs
+    whose program evaluates one: bootrp alone and boot beside bootrp, not boot alone), and
+    job_seconds adds the overhead."""
+    true = cost.Coefficients(step=3e-4, pair=5e-5, pair_row=6e-8, startup=4.0, compile=9.0, compile_cached=1.5,
+                             prior_pair=2e-5, prior_pair_row=3e-8)
     jobs = []
-    for kind, k, n, runs, cached in [("boot", 2, 6, 8, False), ("bootrp", 8, 18, 8, False), ("boot", 16, 10, 4, True),
-                                     ("bootrp", 4, 30, 16, False), ("boot", 8, 18, 8, True)]:
+    for kind, k, n, runs, cached, prior in [
+            ("boot", 2, 6, 8, False, False), ("bootrp", 8, 18, 8, False, True), ("boot", 16, 10, 4, True, True),
+            ("bootrp", 4, 30, 16, False, True), ("boot", 8, 18, 8, True, False), ("boot", 4, 12, 8, False, False)]:
         config = TrainConfig(kind=kind, ensemble_size=k, hardness=n, num_episodes=5000, fidelity="reference")
-        train = true.train_seconds(config.num_vector_steps, runs * k, n * n)
+        train = true.train_seconds(config.num_vector_steps, runs * k, n * n, runs * k * prior)
         compile_s = true.compile_cached if cached else true.compile
         jobs.append(dict(config=config, runs=runs, train_seconds=train, compile_seconds=compile_s, cached=cached,
-                         wall_seconds=true.startup + compile_s + train))
+                         wall_seconds=true.startup + compile_s + train, prior=prior))
+    fields = ["step", "pair", "pair_row", "prior_pair", "prior_pair_row", "startup", "compile", "compile_cached"]
     fit = cost.fit_coefficients(jobs)
-    np.testing.assert_allclose([fit.step, fit.pair, fit.pair_row, fit.startup, fit.compile, fit.compile_cached],
-                               [true.step, true.pair, true.pair_row, true.startup, true.compile, true.compile_cached],
+    np.testing.assert_allclose([getattr(fit, f) for f in fields], [getattr(true, f) for f in fields], rtol=1e-6)
+    # steady-state steps of large cells fit beside the jobs, priced per step by the same model
+    samples = []
+    for kind, k, n in [("boot", 2, 96), ("bootrp", 16, 96), ("bootrp", 8, 72)]:
+        config = TrainConfig(kind=kind, ensemble_size=k, hardness=n, fidelity="reference")
+        samples.append(dict(config=config, runs=8, step_seconds=true.train_seconds(1, 8 * k, n * n,
+                                                                                      8 * k * (kind == "bootrp"))))
+    fit = cost.fit_coefficients(jobs[:3], samples)
+    np.testing.assert_allclose([getattr(fit, f) for f in fields[:5]], [getattr(true, f) for f in fields[:5]],
                                rtol=1e-6)
+    # jobs that all evaluate a prior (or none) cannot tell its price apart: no prior term
+    assert cost.fit_coefficients([j for j in jobs if j["prior"]]).prior_pair == 0.0
     config = jobs[1]["config"]
     ref = cost.COSTS["reference"]
     assert cost.job_seconds(config, 8) == pytest.approx(ref.startup + ref.compile + cost.train_seconds(config, 8))
@@ -157,6 +171,24 @@ def test_fit_coefficients_recovers_known_costs_exactly():
         ref.startup + ref.compile_cached + cost.train_seconds(config, 8))
     with pytest.raises(ValueError, match="at least 3 jobs"):
         cost.fit_coefficients(jobs[:2])
+
+
+def test_a_program_evaluates_a_prior_unless_boot_trains_alone():
+    """`cost.has_prior` follows `Agent.adds_prior`: bootrp's program, also for boot beside it; boot
+    alone (or a prior scaled by 0) builds none. The reference mode prices the prior per pair, so
+    a group with bootrp in it is projected dearer than boot alone, and its time limit is too."""
+    boot = TrainConfig(kind="boot", ensemble_size=8, hardness=11, num_episodes=50_000, fidelity="reference")
+    rp = TrainConfig(kind="bootrp", ensemble_size=8, hardness=11, num_episodes=50_000, fidelity="reference")
+    rp0 = TrainConfig(kind="bootrp", ensemble_size=8, hardness=11, num_episodes=50_000, fidelity="reference",
+                      prior_scale=0.0)
+    assert not cost.has_prior([boot]) and cost.has_prior([rp]) and cost.has_prior([boot, rp])
+    assert not cost.has_prior([rp0]) and not cost.has_prior([boot, rp0])
+    assert cost.COSTS["reference"].prior_pair > 0
+    alone, beside = cost.train_seconds(boot, 32), cost.train_seconds(boot, 32, prior=True)
+    assert beside == pytest.approx(cost.train_seconds(rp, 32)) and alone < beside
+    assert float(cost.cell_cost_seconds("boot", 8, 11, 32, 50_000, fidelity="reference")) == pytest.approx(alone)
+    assert float(cost.cell_cost_seconds("bootrp", 8, 11, 32, 50_000, fidelity="reference")) == pytest.approx(beside)
+    assert cost.runtime_minutes(boot, 32, prior=True) >= cost.runtime_minutes(boot, 32)
 
 
 # ------------------------------------------------------------------- merging

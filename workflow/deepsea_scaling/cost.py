@@ -10,9 +10,10 @@ with TrainConfig's default warm-up (416 steps, outside the budget) plus
 episodes * n // num_envs learning steps per DeepSea run. The n^2 term
 is AdamW's pass over the first layer (one row per DeepSea cell), memory-
 bandwidth bound at large n. `--fidelity reference` has its own coefficients
-(`COSTS`), refitted on the jobs of the `paper_check` study by
-`benchmarks/refit_cost.py`, which prints measured against predicted wall
-seconds per job. A training job also pays start-up (imports, set-up,
+(`COSTS`), refitted on jobs of the `paper_check` study and steady-state steps
+of larger cells by `benchmarks/refit_cost.py`, which prints measured against
+predicted; there a program that evaluates a prior (bootrp, or boot batched
+with it) pays more per pair and per pair and n^2 row than boot alone. A training job also pays start-up (imports, set-up,
 writing its table) and compiling, once per job: `job_seconds`.
 
 Study designs rank cells by `cell_cost_seconds` (the default mode's training
@@ -48,9 +49,12 @@ class Coefficients:
     startup: float  # per job: imports, environment set-up, writing the table
     compile: float  # per job: compiling its program, the first time
     compile_cached: float = 0.0  # per job: loading it from JAX's compilation cache (a program compiled before)
+    prior_pair: float = 0.0  # per vector step and run-member pair, where the program evaluates a prior network
+    prior_pair_row: float = 0.0  # per step, pair and n^2 row there (reference mode decays the prior's first layer)
 
-    def train_seconds(self, steps, pairs, rows):
-        return steps * (self.step + self.pair * pairs + self.pair_row * pairs * rows)
+    def train_seconds(self, steps, pairs, rows, prior_pairs=0.0):
+        return steps * (self.step + self.pair * pairs + self.pair_row * pairs * rows
+                        + (self.prior_pair + self.prior_pair_row * rows) * prior_pairs)
 
 
 # default: the per-step terms above (the designs rank cells by them); start-up and compile per
@@ -60,13 +64,17 @@ class Coefficients:
 # where the per-step terms above were fitted; this machine's own per-step terms are 1.4-2.4x
 # those, and with them the refit's median error is 6%, worst 20%). compile_cached: the AVX-512 EPYC's.
 # reference: refitted on 17 of the paper_check study's jobs (50,000 episodes, 8 seeds a job,
-# 9-140 s), each timed twice one at a time on a quiet 2-core AMD EPYC, the fastest kept
-# (benchmarks/data/paper_check_timed): median error 8%, worst 21%
-# (`python benchmarks/refit_cost.py --runs benchmarks/data/paper_check_timed/pass1 .../pass2`).
+# 18-197 s), each timed twice one at a time on a 2-core AMD EPYC with AVX2 only, the fastest
+# kept, beside 14 steady-state steps of cells up to K = 16, n = 96 (boot alone builds no prior,
+# so the prior has terms of its own): jobs within 32% (median 4%), steps within 49% (median 13%)
+# (`python benchmarks/refit_cost.py --runs benchmarks/data/paper_check_timed/pass1 .../pass2
+# --samples benchmarks/data/paper_check_timed/steps.csv`). compile_cached: loading a program
+# from JAX's cache, measured there before (no job of the fit loads one).
 COSTS = {
     "default": Coefficients(STEP_SECONDS, PAIR_SECONDS, PAIR_ROW_SECONDS, startup=4.4, compile=9.8,
                             compile_cached=2.1),
-    "reference": Coefficients(0.0, 4.4e-05, 4.75e-08, startup=2.9, compile=7.0, compile_cached=2.5),
+    "reference": Coefficients(0.0, 4.39e-05, 5.92e-08, startup=3.4, compile=10.2, compile_cached=2.5,
+                              prior_pair=9.54e-06, prior_pair_row=2.05e-08),
 }
 
 
@@ -75,21 +83,34 @@ def coefficients(config: TrainConfig) -> Coefficients:
     return COSTS.get(config.fidelity, COSTS["default"])
 
 
+def has_prior(configs) -> bool:
+    """Whether the program that trains `configs` together builds and evaluates a prior: some cell's
+    kind has one with a scale other than 0 (boot trained alone builds none, `agent.Agent.adds_prior`;
+    boot batched with bootrp runs bootrp's program with the prior scaled by 0)."""
+    return any(KINDS[c.kind].has_prior and c.prior_scale != 0 for c in configs)
+
+
 def members(kind: str, ensemble_size) -> np.ndarray:
     """Networks trained per seed: K for an ensemble kind, 1 otherwise (kinds.KINDS)."""
     return np.asarray(ensemble_size) if KINDS[kind].ensemble else np.ones_like(np.asarray(ensemble_size))
 
 
-def cell_cost_seconds(kind: str, ensemble_size, hardness, seeds, episodes: int, num_envs: int = NUM_ENVS) -> np.ndarray:
-    """CPU-seconds to train `seeds` seeds of cell (kind, K, n) for `episodes` episodes.
+def cell_cost_seconds(kind: str, ensemble_size, hardness, seeds, episodes: int, num_envs: int = NUM_ENVS,
+                      fidelity: str = "default") -> np.ndarray:
+    """CPU-seconds to train `seeds` seeds of cell (kind, K, n) for `episodes` episodes, the cell
+    trained alone (a program of its own), by `fidelity`'s per-step coefficients (`COSTS`).
 
+    The designs rank cells by the default mode's (`fidelity="default"`, whatever the study's
+    mode: a study's plans do not move when a coefficient is refitted); the paper study's
+    projections price the cells they train in reference mode (`fidelity="reference"`).
     ensemble_size, hardness and seeds broadcast (numpy arrays or scalars);
     returns an array of their broadcast shape (a 0-d array for scalars).
     """
+    c = COSTS[fidelity]
     n = np.asarray(hardness, dtype=float)
     width = np.asarray(seeds, dtype=float) * members(kind, ensemble_size)
     steps = WARMUP_STEPS + (int(episodes) * n) // int(num_envs)
-    per_step = STEP_SECONDS + PAIR_SECONDS * width + PAIR_ROW_SECONDS * width * n ** 2
+    per_step = c.train_seconds(1.0, width, n ** 2, width if KINDS[kind].has_prior else 0.0)
     return np.where(width > 0, steps * per_step, 0.0)
 
 
@@ -107,57 +128,76 @@ def schedule_seconds(durations, cores: int) -> float:
     return max(free)
 
 
-def train_seconds(config: TrainConfig, runs: int) -> float:
-    """Projected CPU-core seconds to train `runs` runs of `config` in one program (any environment)."""
+def train_seconds(config: TrainConfig, runs: int, prior: bool | None = None) -> float:
+    """Projected CPU-core seconds to train `runs` runs of `config` in one program (any environment);
+    `prior`: whether that program evaluates a prior (default: `config` trained alone, `has_prior`)."""
     rows = config.hardness**2 if config.is_deepsea else 0
-    return float(coefficients(config).train_seconds(config.num_vector_steps, runs * config.members, rows))
+    pairs = runs * config.members
+    prior = has_prior([config]) if prior is None else prior
+    return float(coefficients(config).train_seconds(config.num_vector_steps, pairs, rows, pairs if prior else 0))
 
 
-def job_seconds(config: TrainConfig, runs: int, cached: bool = False) -> float:
+def job_seconds(config: TrainConfig, runs: int, cached: bool = False, prior: bool | None = None) -> float:
     """Projected wall seconds of one training job of `runs` runs: start-up, compile (or, `cached`,
     loading a program compiled before from JAX's compilation cache) and training."""
     c = coefficients(config)
-    return c.startup + (c.compile_cached if cached else c.compile) + train_seconds(config, runs)
+    return c.startup + (c.compile_cached if cached else c.compile) + train_seconds(config, runs, prior)
 
 
-def fit_coefficients(jobs) -> Coefficients:
+def fit_coefficients(jobs, step_samples=()) -> Coefficients:
     """Coefficients fitted to measured jobs, each a dict with `config` (TrainConfig), `runs`,
     `train_seconds`, `compile_seconds`, `wall_seconds` (the run's provenance) and optionally
-    `cached` (its program was compiled by an earlier job: JAX's cache loads it).
+    `cached` (its program was compiled by an earlier job: JAX's cache loads it); and to
+    `step_samples`, each a dict with `config`, `runs` and `step_seconds` (the steady-state seconds
+    of one learning vector step, as `benchmarks/refit_cost.py --time` measures them): cells too
+    large to time whole, which pin the n^2 terms where the paper's grid needs them.
 
-    Training seconds per job = steps * (a + b * pairs + c * pairs * n^2), fitted
-    by non-negative least squares on relative errors (each job's row divided by
-    its measured seconds, so short and long jobs weigh alike); start-up (wall
-    minus compile minus training) and compile, first and cached, are medians.
+    Training seconds per job = steps * (a + b * pairs + c * pairs * n^2 [+ (d + e * n^2) * pairs
+    where the program evaluates a prior: a job's `prior`, default `has_prior([config])`; d and e
+    are fitted only where the jobs include both]), by non-negative least squares on relative
+    errors (each row divided by its measured seconds, so short and long jobs weigh alike);
+    start-up (wall minus compile minus training) and compile, first and cached, are medians
+    over the jobs.
     """
     from scipy.optimize import nnls
     jobs = list(jobs)
     if len(jobs) < 3:
         raise ValueError(f"fit_coefficients needs at least 3 jobs, got {len(jobs)}")
-    X, y = [], []
-    for j in jobs:
-        config = j["config"]
-        steps = config.num_vector_steps
-        pairs = j["runs"] * config.members
+    step_samples = list(step_samples)
+    rows_in = [(j, j["config"].num_vector_steps, j["train_seconds"]) for j in jobs]
+    rows_in += [(s, 1, s["step_seconds"]) for s in step_samples]
+    priors = [r.get("prior", has_prior([r["config"]])) for r, _, _ in rows_in]
+    mixed = len(set(priors)) > 1
+    X = []
+    for (r, steps, seconds), prior in zip(rows_in, priors):
+        config = r["config"]
+        pairs = r["runs"] * config.members
         rows = config.hardness**2 if config.is_deepsea else 0
-        X.append(np.array([steps, steps * pairs, steps * pairs * rows], dtype=float) / j["train_seconds"])
-        y.append(1.0)
-    (a, b, c), _ = nnls(np.array(X), np.array(y))
+        row = [1.0, pairs, pairs * rows] + ([pairs * prior, pairs * rows * prior] if mixed else [])
+        X.append(np.array(row, dtype=float) * steps / seconds)
+    X = np.array(X)
+    scale = X.max(axis=0)
+    scale[scale == 0] = 1.0
+    solution, _ = nnls(X / scale, np.ones(len(X)))
+    solution = solution / scale
+    a, b, c = solution[:3]
+    d, e = solution[3:] if mixed else (0.0, 0.0)
     startup = float(np.median([j["wall_seconds"] - j["compile_seconds"] - j["train_seconds"] for j in jobs]))
     first = [j["compile_seconds"] for j in jobs if not j.get("cached", False)]
     cached = [j["compile_seconds"] for j in jobs if j.get("cached", False)]
     compile_s = float(np.median(first or cached))
     return Coefficients(float(a), float(b), float(c), startup=max(0.0, startup), compile=compile_s,
-                        compile_cached=float(np.median(cached)) if cached else compile_s)
+                        compile_cached=float(np.median(cached)) if cached else compile_s, prior_pair=float(d),
+                        prior_pair_row=float(e))
 
 
-def runtime_minutes(config: TrainConfig, runs: int, attempt: int = 1) -> int:
+def runtime_minutes(config: TrainConfig, runs: int, attempt: int = 1, prior: bool | None = None) -> int:
     """A deliberately generous wall-time limit for one training job, doubling per attempt.
 
     Start-up and compiling (2 min at most), then twice the cost model, rounded up
     to at least 5 minutes. A GPU runs faster.
     """
-    minutes = 2 + 2 * train_seconds(config, runs) / 60
+    minutes = 2 + 2 * train_seconds(config, runs, prior) / 60
     return int(math.ceil(max(5, minutes))) * 2 ** (max(1, attempt) - 1)
 
 

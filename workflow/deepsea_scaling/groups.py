@@ -89,7 +89,8 @@ class TrainGroup:
         return [[cell.hash, self.start, self.stop, cell.variant] for cell in self.cells]
 
     def runtime_minutes(self, attempt: int = 1) -> int:
-        return cost.runtime_minutes(self.cells[0].config, self.runs, attempt)
+        return cost.runtime_minutes(self.cells[0].config, self.runs, attempt,
+                                    prior=cost.has_prior([cell.config for cell in self.cells]))
 
     def mem_mb(self, attempt: int = 1) -> int:
         return cost.mem_mb(self.cells[0].config, self.runs, attempt)

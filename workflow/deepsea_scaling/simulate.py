@@ -197,12 +197,12 @@ class SimulatedWorlds:
         return self._cum[:, self.kinds.index(kind), :, :, trials].astype(int)
 
 
-def _cost_hours(kind: str, seeds: Mapping[tuple, int], episodes: int) -> float:
+def _cost_hours(kind: str, seeds: Mapping[tuple, int], episodes: int, fidelity: str = "default") -> float:
     from .cost import cell_cost_seconds
     if not seeds:
         return 0.0
     k, n, s = np.array([(c[1], c[2], t) for c, t in seeds.items()]).T
-    return float(cell_cost_seconds(kind, k, n, s, episodes).sum() / 3600)
+    return float(cell_cost_seconds(kind, k, n, s, episodes, fidelity=fidelity).sum() / 3600)
 
 
 def _fit_row(fit, psi_true: float) -> dict:
@@ -210,13 +210,16 @@ def _fit_row(fit, psi_true: float) -> dict:
                 covered=bool(fit.ok and fit.low <= psi_true <= fit.high), fit_ok=fit.ok)
 
 
-def simulate_grid_design(worlds: SimulatedWorlds, kind: str, seeds: int = 32, episodes: int = 50_000) -> pd.DataFrame:
-    """Every cell trained: one row per simulated study (cells, cost_h, psi, low, high, half_width, covered, rounds)."""
+def simulate_grid_design(worlds: SimulatedWorlds, kind: str, seeds: int = 32, episodes: int = 50_000,
+                         fidelity: str = "default") -> pd.DataFrame:
+    """Every cell trained: one row per simulated study (cells, cost_h, psi, low, high, half_width, covered, rounds).
+
+    cost_h: CPU-hours of the cost model's `fidelity` coefficients (each cell trained alone)."""
     from .designs import fit_cells
     ks, ns = np.meshgrid(worlds.ks, worlds.ns, indexing="ij")
     use = ks > 1
     counts = worlds.grid_counts(kind, seeds)
-    cost = _cost_hours(kind, {(kind, k, n): seeds for k, n in zip(ks.ravel(), ns.ravel())}, episodes)
+    cost = _cost_hours(kind, {(kind, k, n): seeds for k, n in zip(ks.ravel(), ns.ravel())}, episodes, fidelity)
     rows = []
     for study in range(worlds.studies):
         fit = fit_cells(counts[study][use], np.full(use.sum(), seeds), ks[use], ns[use])
@@ -225,7 +228,8 @@ def simulate_grid_design(worlds: SimulatedWorlds, kind: str, seeds: int = 32, ep
 
 
 def simulate_reference_design(worlds: SimulatedWorlds, kind: str, limit: int = 3, seeds: int = 32,
-                              episodes: int = 50_000, speculate: bool = True, **speculation) -> pd.DataFrame:
+                              episodes: int = 50_000, speculate: bool = True, fidelity: str = "default",
+                              **speculation) -> pd.DataFrame:
     """The research code's protocol per simulated study; with `speculate`, also its speculative rounds.
 
     Columns as `simulate_grid_design`, plus assumed_solved, assumed_unsolved,
@@ -241,7 +245,7 @@ def simulate_reference_design(worlds: SimulatedWorlds, kind: str, limit: int = 3
         every = outcome_of([(kind, k, n) for k in worlds.ks for n in worlds.ns])
         state = reference_protocol([kind], worlds.ks, worlds.ns, limit, every)
         trained = state.cells(TRAINED)
-        cost = _cost_hours(kind, {c: seeds for c in trained}, episodes)
+        cost = _cost_hours(kind, {c: seeds for c in trained}, episodes, fidelity)
         row = dict(study=study, cells=len(trained), cost_h=cost,
                    assumed_solved=len(state.cells(ASSUMED_SOLVED)), assumed_unsolved=len(state.cells(ASSUMED_UNSOLVED)),
                    **_fit_row(fit_outcome(outcome_of(trained), kind), worlds.psi[kind]))
@@ -256,12 +260,13 @@ def simulate_reference_design(worlds: SimulatedWorlds, kind: str, limit: int = 3
                 known.update(outcome_of(batch))
             wasted = sorted(set(known) - set(trained))
             row.update(rounds=rounds, wasted_cells=len(wasted), overhead=len(wasted) / len(trained),
-                       overhead_cost=_cost_hours(kind, {c: seeds for c in wasted}, episodes) / cost)
+                       overhead_cost=_cost_hours(kind, {c: seeds for c in wasted}, episodes, fidelity) / cost)
         rows.append(row)
     return pd.DataFrame(rows)
 
 
-def simulate_frontier_design(worlds: SimulatedWorlds, kind: str, settings=None) -> pd.DataFrame:
+def simulate_frontier_design(worlds: SimulatedWorlds, kind: str, settings=None,
+                             fidelity: str = "default") -> pd.DataFrame:
     """The frontier design per simulated study.
 
     Columns as `simulate_grid_design`, plus pilot_cost_h (round 0: the pilot or
@@ -276,7 +281,7 @@ def simulate_frontier_design(worlds: SimulatedWorlds, kind: str, settings=None) 
     for study in range(worlds.studies):
         seeds = dict(frontier_start(kind, worlds.ks, worlds.ns, settings))
         plans = [{c: (0, t) for c, t in seeds.items()}]
-        pilot_cost = _cost_hours(kind, seeds, settings.episodes)
+        pilot_cost = _cost_hours(kind, seeds, settings.episodes, fidelity)
         rounds = 0
         for r in range(1, settings.max_rounds + 2):
             plan = frontier_round(kind, worlds.ks, worlds.ns, worlds.outcome(study, seeds), r, settings)
@@ -289,7 +294,7 @@ def simulate_frontier_design(worlds: SimulatedWorlds, kind: str, settings=None) 
         fit = fit_outcome(outcome, kind)
         gaps = open_gaps(kind, fit.psi, worlds.ks, worlds.ns, [(c[1], c[2]) for c in seeds], settings) if fit.ok \
             else [None]
-        rows.append(dict(study=study, cells=len(seeds), cost_h=_cost_hours(kind, seeds, settings.episodes),
+        rows.append(dict(study=study, cells=len(seeds), cost_h=_cost_hours(kind, seeds, settings.episodes, fidelity),
                          pilot_cost_h=pilot_cost, rounds=rounds, coverage_ok=not gaps,
                          target_met=bool(fit.ok and fit.half_width < settings.target_half_width),
                          plans=plans, **_fit_row(fit, worlds.psi[kind])))
@@ -297,7 +302,7 @@ def simulate_frontier_design(worlds: SimulatedWorlds, kind: str, settings=None) 
 
 
 def study_wall_hours(plans_by_kind, shard_size: int, episodes: int, cores: int = 2, slowdown: float = 1.0,
-                     startup_seconds: float = 0.0, round_seconds: float = 0.0) -> dict:
+                     startup_seconds: float = 0.0, round_seconds: float = 0.0, fidelity: str = "default") -> dict:
     """CPU-hours and wall hours of one sequential study, from its rounds' plans.
 
     plans_by_kind: kind -> list of per-round plans {(kind, K, n): (seeds before,
@@ -318,7 +323,8 @@ def study_wall_hours(plans_by_kind, shard_size: int, episodes: int, cores: int =
         for kind, plans in plans_by_kind.items():
             for (kd, k, n), (have, want) in (plans[r] if r < len(plans) else {}).items():
                 for size in shard_jobs(have, want, shard_size):
-                    durations.append(float(cell_cost_seconds(kd, k, n, size, episodes)) * slowdown + startup_seconds)
+                    durations.append(float(cell_cost_seconds(kd, k, n, size, episodes, fidelity=fidelity)) * slowdown
+                                     + startup_seconds)
         cpu += sum(durations)
         jobs += len(durations)
         wall += schedule_seconds(durations, cores) + round_seconds

@@ -4,7 +4,6 @@
     python benchmarks/refit_cost.py --study paper_check --log .snakemake/log/*.snakemake.log
     python benchmarks/refit_cost.py --runs DIR ... --samples steps.csv --time bootrp:2:96 boot:16:96
 
-
 Every training job writes its provenance beside its table
 (results/<study>/runs/*.json): compile seconds, training seconds, the wall
 seconds from the start of training to the table written and (newer jobs)
@@ -13,9 +12,9 @@ read from Snakemake's logs when given (`--log`: the job's start and finish
 stamps, 1 s resolution), else the job's start-up is the fit's median.
 
 The fit (`cost.fit_coefficients`): seconds per vector step
-a + b * pairs + c * pairs * n^2 (+ d * pairs where the job's program evaluates
-a prior network: bootrp, or boot batched with it; boot alone builds none), with
-pairs = runs x members, by non-negative least squares on relative errors;
+a + b * pairs + c * pairs * n^2 (+ (d + e * n^2) * pairs where the job's
+program evaluates a prior network: bootrp, or boot batched with it; boot alone
+builds none), with pairs = runs x members, by non-negative least squares on relative errors;
 start-up and compile per job as medians. Then each
 job's predicted wall (start-up + compile + training) is printed beside its
 measured wall, with the worst and the median relative error, and the

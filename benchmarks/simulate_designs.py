@@ -9,8 +9,8 @@ seeds; every seed of every cell is fixed once, so the designs see the same
 worlds. Per design and kind, over the studies: cells trained, projected
 CPU-hours (the project's cost model, `deepsea_scaling.cost`, with its
 reference-mode coefficients by default, the mode of the paper's study,
-`--fidelity`; 50,000 episodes, each cell trained alone, compiles left out), bias of ψ (± its Monte Carlo standard error),
-coverage of ψ's 95% quasi-likelihood interval, its half-width, the fraction
+`--fidelity`; 50,000 episodes, each cell trained alone, compiles left out),
+bias of ψ (± its Monte Carlo standard error), coverage of ψ's 95% quasi-likelihood interval, its half-width, the fraction
 reaching the target half-width, rounds, and for `reference` the speculative
 overhead (cells trained that the protocol then skipped).
 """

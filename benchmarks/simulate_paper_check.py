@@ -14,12 +14,13 @@ blind pilot instead of the published-ψ start, no cap on the checks, every K
 row, 16 seeds per cell, the published half-widths, ...).
 
 Per scenario, variant and kind: CPU-hours of the cost model in the study's
-mode (`fidelity: reference`: `cost.COSTS["reference"]`, fitted on whole jobs; mean, max),
-bias of ψ̂, coverage of ψ's 95% quasi interval, its half-width, the fraction of studies
-meeting the target, rounds after round 0. Per scenario and variant, the whole
+mode (`fidelity: reference`: `cost.COSTS["reference"]`; mean, max), bias of
+ψ̂, coverage of ψ's 95% quasi interval, its half-width, the fraction of
+studies meeting the target, rounds after round 0. Per scenario and variant, the whole
 study on a machine of `--cores` cores: CPU-hours with the cost model's
 training seconds times `--slowdown` plus `--startup` seconds per training job
-(one cell's seed shard each; by default the model's start-up and compile), the wall hours of the rounds run one after the other
+(one cell's seed shard each; by default the model's start-up and compile), the
+wall hours of the rounds run one after the other
 (`simulate.study_wall_hours`: each round's jobs `--cores` at a time, in plan
 order, plus `--round-seconds` for planning), the jobs, and the rounds.
 """

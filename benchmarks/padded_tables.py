@@ -15,10 +15,18 @@ what that would cost and whether it changes any run:
   for bit with the same runs trained unpadded; the training seconds of both
   (after compiling) are printed side by side.
 
+`--tables` checks the one product that can round differently by row count,
+the Q-table over the cells (the default mode's target table): 4 members'
+table over the first c cells against the same rows of their 361-cell table,
+computed as the engine does (one product over every cell) and in a loop over
+blocks of a fixed row count (`lax.map`, which XLA cannot merge back into one
+product), with the time of a 169-cell table for 12 runs.
+
 One CPU device with one thread, as a workflow training job runs.
 
     python benchmarks/padded_tables.py                                  # the default cells
     python benchmarks/padded_tables.py --cell bootrp:8:9:17 --episodes 4000 --seeds 12
+    python benchmarks/padded_tables.py --tables
 """
 
 from __future__ import annotations
@@ -42,12 +50,14 @@ import numpy as np  # noqa: E402
 
 from compare_original import cpu_model  # noqa: E402
 from deepsea_scaling.config import TrainConfig  # noqa: E402
+from deepsea_scaling.networks import QNetwork, ensemble_apply_shared, init_ensemble  # noqa: E402
 from deepsea_scaling.engine import (  # noqa: E402
     _stack_hyper, _uniform_choices, _with_choices, compile_options, default_hyper, make_train, run_segment, seed_keys,
 )
 
 # (kind, K, n, n_max, fidelity): the default study's smallest n of a K row padded to the row's largest,
 # and reference-mode cells of the paper's small boot rows
+TABLE_CELLS = [25, 36, 49, 64, 81, 121, 169]
 CELLS = ["bootrp:4:5:13", "boot:4:9:13", "bootrp:12:11:19", "eps:1:10:13",
          "bootrp:4:9:14:reference", "boot:2:6:11:reference"]
 
@@ -102,12 +112,60 @@ def differing_leaves(a, b) -> list[str]:
     return bad
 
 
+def q_table(network: QNetwork, params, cells: int, block: int | None) -> jax.Array:
+    """Every member's Q over cells [0, cells): one product (block None) or a loop over blocks of `block` rows."""
+    if block is None:
+        return ensemble_apply_shared(network, params, jnp.arange(cells))
+    count = -(-cells // block)
+    index = jnp.minimum(jnp.arange(count * block), cells - 1).reshape(count, block)
+    out = jax.lax.map(lambda rows: ensemble_apply_shared(network, params, rows), index)  # (blocks, K, block, A)
+    members, actions = out.shape[1], out.shape[-1]
+    return jnp.moveaxis(out, 0, 1).reshape(members, count * block, actions)[:, :cells]
+
+
+def tables(runs: int = 12, members: int = 4, largest: int = 361) -> None:
+    network = QNetwork(hidden_sizes=(24, 24), num_actions=2, num_cells=largest)
+    one = init_ensemble(network, jax.random.key(3), members, jnp.int32(0))
+    params = jax.tree.map(lambda x: jnp.stack([x] * runs), one)
+
+    def first_cells(cells: int):
+        first = params["params"]["RowLookupDense_0"]
+        return {"params": {**params["params"], "RowLookupDense_0": {**first, "kernel": first["kernel"][:, :, :cells]}}}
+
+    def program(cells: int, block: int | None):
+        return jax.jit(jax.vmap(lambda p: q_table(network.clone(num_cells=cells), p, cells, block)))
+
+    print(f"| Q-table of {members} members, computed | " + " | ".join(f"{c} cells" for c in TABLE_CELLS)
+          + f" | 169 cells, {runs} runs, ms |")
+    print("| --- " * (len(TABLE_CELLS) + 2) + "|")
+    plain = {c: np.asarray(program(c, None)(first_cells(c))) for c in TABLE_CELLS}
+    for block in (None, 16, 32, 64):
+        whole = np.asarray(program(largest, block)(first_cells(largest)))
+        marks = []
+        for c in TABLE_CELLS:
+            table = np.asarray(program(c, block)(first_cells(c)))
+            mark = "=" if table.tobytes() == whole[:, :, :c].tobytes() else "differs"
+            marks.append(mark + (" (as today)" if block and table.tobytes() == plain[c].tobytes() else ""))
+        run, p = program(169, block), first_cells(169)
+        run(p).block_until_ready()
+        t0 = time.perf_counter()
+        for _ in range(50):
+            run(p).block_until_ready()
+        name = "as the engine does: one product" if block is None else f"in blocks of {block} rows"
+        print(f"| {name} | " + " | ".join(marks) + f" | {(time.perf_counter() - t0) / 50 * 1e3:.2f} |", flush=True)
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--cell", action="append", help=f"kind:K:n:n_max[:fidelity] (default: {' '.join(CELLS)})")
     ap.add_argument("--episodes", type=int, default=2000)
     ap.add_argument("--seeds", type=int, default=12)
+    ap.add_argument("--tables", action="store_true", help="only the Q-table's rounding by row count")
     args = ap.parse_args(argv)
+    if args.tables:
+        print(f"CPU: {cpu_model()}; JAX {jax.__version__}; one device, one thread; '=': the same bits as the same "
+              "rows of the 361-cell table")
+        return tables()
     print(f"CPU: {cpu_model()}; JAX {jax.__version__}; {args.seeds} seeds, {args.episodes:,} episodes; one device, one thread")
     print("| cell | padded to | leaves differing | runs discovered | training s, unpadded | padded | price |")
     print("| --- | --- | --- | --- | --- | --- | --- |")

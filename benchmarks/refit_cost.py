@@ -181,10 +181,8 @@ def main(argv=None) -> int:
     errors = []
     for j in sorted(jobs, key=lambda j: j["wall_seconds"]):
         c = j["config"]
-        rows = c.hardness**2 if c.is_deepsea else 0
         predicted = (fit.startup + (fit.compile_cached if j["cached"] else fit.compile)
-                     + fit.train_seconds(c.num_vector_steps, j["runs"] * c.members, rows,
-                                         j["runs"] * c.members if j["prior"] else 0))
+                     + cost.train_seconds(c, j["runs"], j["prior"], coeffs=fit))
         err = predicted / j["wall_seconds"] - 1
         errors.append(err)
         print(f"{j['name']:<30} {c.kind:<6} {c.ensemble_size:>3} {c.hardness:>3} {j['runs']:>4} "
@@ -200,8 +198,8 @@ def main(argv=None) -> int:
         print(f"{'kind':<6} {'K':>3} {'n':>3} {'runs':>4} {'measured':>9} {'predicted':>9} {'error':>7}")
         sample_errors = []
         for smp in samples:
-            c, pairs = smp["config"], smp["runs"] * smp["config"].members
-            predicted = fit.train_seconds(1, pairs, c.hardness**2, pairs if cost.has_prior([c]) else 0)
+            c = smp["config"]
+            predicted = cost.train_seconds(c, smp["runs"], coeffs=fit, steps=1)
             sample_errors.append(predicted / smp["step_seconds"] - 1)
             print(f"{c.kind:<6} {c.ensemble_size:>3} {c.hardness:>3} {smp['runs']:>4} "
                   f"{smp['step_seconds'] * 1e3:>9.2f} {predicted * 1e3:>9.2f} {sample_errors[-1]:>+7.0%}")

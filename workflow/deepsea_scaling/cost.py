@@ -128,13 +128,22 @@ def schedule_seconds(durations, cores: int) -> float:
     return max(free)
 
 
-def train_seconds(config: TrainConfig, runs: int, prior: bool | None = None) -> float:
+def first_layer_rows(config: TrainConfig) -> int:
+    """Rows of the first layer that the n^2 terms count: DeepSea's n * n cells, 0 elsewhere."""
+    return config.hardness**2 if config.is_deepsea else 0
+
+
+def train_seconds(config: TrainConfig, runs: int, prior: bool | None = None,
+                  coeffs: Coefficients | None = None, steps: int | None = None) -> float:
     """Projected CPU-core seconds to train `runs` runs of `config` in one program (any environment);
-    `prior`: whether that program evaluates a prior (default: `config` trained alone, `has_prior`)."""
-    rows = config.hardness**2 if config.is_deepsea else 0
+    `prior`: whether that program evaluates a prior (default: `config` trained alone, `has_prior`).
+    `coeffs` (default: `coefficients(config)`) and `steps` (default: the config's vector steps)
+    let a fit price its own jobs and single steps."""
     pairs = runs * config.members
     prior = has_prior([config]) if prior is None else prior
-    return float(coefficients(config).train_seconds(config.num_vector_steps, pairs, rows, pairs if prior else 0))
+    coeffs = coefficients(config) if coeffs is None else coeffs
+    steps = config.num_vector_steps if steps is None else steps
+    return float(coeffs.train_seconds(steps, pairs, first_layer_rows(config), pairs if prior else 0))
 
 
 def job_seconds(config: TrainConfig, runs: int, cached: bool = False, prior: bool | None = None) -> float:
@@ -172,7 +181,7 @@ def fit_coefficients(jobs, step_samples=()) -> Coefficients:
     for (r, steps, seconds), prior in zip(rows_in, priors):
         config = r["config"]
         pairs = r["runs"] * config.members
-        rows = config.hardness**2 if config.is_deepsea else 0
+        rows = first_layer_rows(config)
         row = [1.0, pairs, pairs * rows] + ([pairs * prior, pairs * rows * prior] if mixed else [])
         X.append(np.array(row, dtype=float) * steps / seconds)
     X = np.array(X)
@@ -208,7 +217,7 @@ def mem_mb(config: TrainConfig, runs: int, attempt: int = 1) -> int:
     network's first layer (parameters, gradient, two AdamW moments and XLA's
     working copies: 6 arrays of rows x width floats) add the rest.
     """
-    rows = config.hardness**2 if config.is_deepsea else 0
+    rows = first_layer_rows(config)
     pairs = runs * config.members
     buffer_mb = runs * config.rb_size * 64 / 1e6
     first_layer_mb = 6 * pairs * max(rows, 1) * config.hidden_sizes[0] * 4 / 1e6

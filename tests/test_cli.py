@@ -116,7 +116,8 @@ def test_batch_of_cells_alone_and_split_over_cpu_devices_train_the_same(tmp_path
     res = cli(*[f"--{k.replace('_', '-')}={v}" for k, v in rp["config"].items()], "--seeds", "2:4", "--out", str(alone))
     assert res.returncode == 0, res.stderr
     pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "d1" / "rp.parquet"), pd.read_parquet(alone))
-    bad = [{**entries[0]}, {**entries[1], "config": {**entries[1]["config"], "hardness": 5}}]
+    # cells of other n train in one process and program (`engine.train_groups`), cells of another K cannot
+    bad = [{**entries[0]}, {**entries[1], "config": {**entries[1]["config"], "ensemble_size": 3}}]
     res = cli("--batch", json.dumps(bad))
     assert res.returncode == 2 and "--batch" in res.stderr and len(res.stderr.strip().splitlines()) == 1
     one, split = tables[1], tables[3]

@@ -350,3 +350,64 @@ def test_boot_alone_builds_no_prior_and_its_runs_are_those_it_has_beside_bootrp(
     beside = train_batch([(boot, range(3)), (rp, range(2))])[0].metrics
     for name in alone:
         np.testing.assert_array_equal(alone[name], beside[name], err_msg=name)
+
+
+@pytest.mark.slow
+def test_one_program_shared_across_n_trains_each_n_as_its_own_program_does():
+    """`train_groups` trains the groups of a K row (DeepSea, n aside the same) with one training program
+    compiled for the largest n, each group initialised at its own n and its tables padded: every run's
+    row is bit for bit the row its own program gives (n = 4 and 9, default mode: the target table in
+    blocks; boot beside bootrp; the warm-up inside the budget), and groups of another K or kind keep
+    programs of their own."""
+    from deepsea_scaling import engine
+
+    row = [[(small("boot", hardness=n, warmup="outside", init="uniform"), range(2)),
+            (small("bootrp", hardness=n, warmup="outside", init="uniform"), range(2))] for n in (9, 4)]
+    inside = [[(small("bootrp", hardness=n, ensemble_size=3), range(3))] for n in (6, 5)]
+    eps = [[(small("eps", hardness=5), range(2))]]
+    groups = row + inside + eps
+    assert len({engine._prepare(g).family for g in groups}) == 3
+    finished = []
+    shared = engine.train_groups(groups, finished=lambda i, out: finished.append(i))
+    assert finished == list(range(len(groups)))
+    for group, results in zip(groups, shared):
+        alone = engine.train_batch(group)
+        for a, b in zip(alone, results):
+            for name in a.metrics:
+                np.testing.assert_array_equal(a.metrics[name], b.metrics[name], err_msg=name)
+    assert shared[1][1].metrics["discovered"].dtype == bool
+
+
+def test_deepsea_with_a_traced_size_steps_as_gymnax_at_that_size():
+    """PerRunMapDeepSea of size 9 with `params.size` traced at 4 or 7 steps, resets and terminates as
+    gymnax's DeepSea of that size, from every cell with either action (states, rewards, ends)."""
+    from gymnax.environments.bsuite.deep_sea import DeepSea
+
+    from deepsea_scaling.envs import PerRunMapParams
+
+    key = jax.random.key(0)
+    for n in (4, 7):
+        mapping = jax.random.bernoulli(jax.random.key(n), 0.5, (n, n)).astype(jnp.int32)
+        padded = jnp.zeros((9, 9), jnp.int32).at[:n, :n].set(mapping)
+        own, wide = PerRunMapDeepSea(size=n), PerRunMapDeepSea(size=9)
+        own_params = PerRunMapParams(max_steps_in_episode=n, action_mapping=mapping)
+
+        @jax.jit
+        def traced(size, state, action):
+            params = PerRunMapParams(max_steps_in_episode=size, action_mapping=padded, size=size)
+            return wide.step(key, state, action, params)
+
+        _, start = own.reset(key, own_params)
+        gym = DeepSea(size=n)
+        gym_params = gym.default_params.replace(max_steps_in_episode=n)
+        for row in range(n):
+            for column in range(row + 1):
+                state = start.replace(row=jnp.int32(row), column=jnp.int32(column), time=jnp.int32(row))
+                for action in (0, 1):
+                    want = own.step(key, state, jnp.int32(action), own_params)
+                    got = traced(jnp.int32(n), state, jnp.int32(action))
+                    reference = gym.step_env(key, state.replace(action_mapping=mapping), action, gym_params)
+                    for a, b in zip(jax.tree.leaves(want[1:5]), jax.tree.leaves(got[1:5])):  # not the one-hot grids
+                        assert np.asarray(a).tobytes() == np.asarray(b).tobytes(), (n, row, column, action)
+                    assert float(got[2]) == float(reference[2]) and bool(got[3]) == bool(reference[3])
+                    assert int(got[1].row) == int(reference[1].row) or bool(got[3])

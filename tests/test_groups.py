@@ -14,7 +14,7 @@ import yaml
 
 from deepsea_scaling import cost
 from deepsea_scaling import study as S
-from deepsea_scaling.config import TrainConfig, config_hash, program_signature
+from deepsea_scaling.config import TrainConfig, config_hash, program_family, program_signature
 from deepsea_scaling.groups import GROUP_NAME_REGEX, groups_by_name, round_groups, train_groups
 from deepsea_scaling.io import ShardError
 from deepsea_scaling.runs import REQUIRED_COLUMNS, merge_group_tables
@@ -36,7 +36,9 @@ def test_groups_cover_every_cell_and_shard_exactly_once(config, name):
     assert covered == planned
     for g in groups:
         assert re.fullmatch(GROUP_NAME_REGEX, g.name), g.name
-        assert len({program_signature(c.config) for c in g.cells}) == 1  # one compiled program
+        # one compiled training program (row groups: one per K row, called per n)
+        assert len({program_family(c.config) if study.train_grouping == "row" else program_signature(c.config)
+                    for c in g.cells}) == 1
         assert g.table == f"results/{name}/runs/{g.name}.parquet"
     assert len({g.name for g in groups}) == len(groups)
     if study.train_grouping == "cell":
@@ -51,6 +53,30 @@ def test_shape_grouping_trains_boot_with_bootrp(config):
     groups = train_groups(S.load_study(grid, "paper"))
     assert len(groups) == 13 * 36
     assert all(sorted(c.kind for c in g.cells) == ["boot", "bootrp"] for g in groups)
+
+
+def test_row_grouping_trains_the_n_of_a_k_row_in_jobs_of_about_a_minute(config):
+    """train_grouping: row (the default study's): the cells of one K row and shard, boot with bootrp, in
+    jobs of whole (K, n) programs whose projected training stays within ROW_GROUP_SECONDS (a job of one
+    program may exceed it); the paper's grid would keep its large cells alone."""
+    from deepsea_scaling.groups import ROW_GROUP_SECONDS
+
+    study = S.load_study(config, "default")
+    assert study.train_grouping == "row"
+    groups = train_groups(study)
+    assert len(groups) < len({(c.config.members, c.config.hardness) for c in study.cells()})
+    for g in groups:
+        programs = g.programs()
+        assert [p[0].config.hardness for p in programs] == sorted({c.config.hardness for c in g.cells})
+        prices = [cost.train_seconds(p[0].config, len(p) * (g.stop - g.start),
+                                     prior=cost.has_prior([c.config for c in p])) for p in programs]
+        assert len(programs) == 1 or sum(prices) <= ROW_GROUP_SECONDS
+        assert g.runtime_minutes() >= 5 * len(programs) and g.mem_mb() > 0
+    grid = copy.deepcopy(config)
+    grid["studies"]["paper"].update(design="grid", train_grouping="row")
+    paper = train_groups(S.load_study(grid, "paper"))
+    large = [g for g in paper if g.cells[0].config.members == 40 and g.cells[0].config.hardness >= 20]
+    assert large and all(len(g.programs()) == 1 for g in large)
 
 
 def test_a_sequential_design_trains_cell_by_cell(config):
@@ -199,9 +225,9 @@ def _table(path: Path, rows: list[tuple[str, int]], drop: tuple[str, ...] = ()) 
         "config_hash": [h for h, _ in rows], "seed": [s for _, s in rows],
         "discovered": True, "episodes_to_discovery": 3.0, "all_members_discovered": False,
         "episodes_to_all_members": float("nan"), "final_return": 0.5, "diverged": False,
-        "total_episodes": 10, "diversity": [[0.1, 0.2]] * len(rows),
+        "total_episodes": 10, "diversity": [[0.1, 0.2]] * len(rows), "numerics": 2,
     })
-    assert set(frame.columns) == set(REQUIRED_COLUMNS)
+    assert set(frame.columns) == {*REQUIRED_COLUMNS, "numerics"}
     frame.drop(columns=list(drop)).to_parquet(path)
 
 
@@ -222,6 +248,8 @@ def test_merge_adds_study_and_variant(tmp_path):
         ([("c" * 16, 0), ("c" * 16, 1)], (), r"unexpected \[\('cccccccccccccccc', 0\)"),  # another config
         ([("a" * 16, 0), ("a" * 16, 1)], ("seed",), r"lacks column\(s\) seed"),
         ([("a" * 16, 0), ("a" * 16, 1)], ("discovered", "diversity"), r"lacks column\(s\) discovered, diversity"),
+        # a default-mode DeepSea table from before engine version 2 (no numerics column): its float bits are stale
+        ([("a" * 16, 0), ("a" * 16, 1)], ("numerics",), r"numerics version 1, this engine's 2"),
     ],
 )
 def test_merge_refuses_what_it_cannot_vouch_for(tmp_path, rows, drop, match):

@@ -351,7 +351,7 @@ class TargetTable:
     (a branch) only when the target changes."""
 
     def make(self, agent: Agent, params, prior, hyper: Hyper):
-        return agent.q_shared(params, prior, jnp.arange(agent.cells), hyper)
+        return q_table(agent, params, prior, hyper)
 
     def values(self, agent: Agent, target, prior, obs: jax.Array, hyper: Hyper) -> jax.Array:
         return _lookup(target, obs)
@@ -380,6 +380,29 @@ class DecayedTarget:
         prior = jax.tree.map(decay, prior)
         target = jax.tree.map(decay, target)
         return prior, _select(due, self.make(agent, params, prior, hyper), target)
+
+
+TABLE_BLOCK = 32  # rows of the Q-table computed together (`q_table`)
+
+
+def q_table(agent: Agent, params, prior, hyper: Hyper) -> jax.Array:
+    """Every member's total Q on every cell, (K, cells, A), computed in a loop over blocks of
+    `TABLE_BLOCK` rows.
+
+    XLA:CPU rounds a (rows x width) product differently depending on the row
+    count (benchmarks/README.md, "Padding to a common n"). In blocks of a fixed
+    size, each row's Q has the same bits whatever the number of cells: a table
+    padded to a larger n (one program shared by several n) equals the unpadded
+    one on its rows. A loop (`lax.map`), not a vmap, which XLA would merge
+    back into one product. The last block repeats the last cell; its extra
+    rows are cut off.
+    """
+    cells = agent.cells
+    count = -(-cells // TABLE_BLOCK)
+    index = jnp.minimum(jnp.arange(count * TABLE_BLOCK), cells - 1).reshape(count, TABLE_BLOCK)
+    blocks = jax.lax.map(lambda rows: agent.q_shared(params, prior, rows, hyper), index)  # (blocks, K, rows, A)
+    members, actions = blocks.shape[1], blocks.shape[-1]
+    return jnp.moveaxis(blocks, 0, 1).reshape(members, count * TABLE_BLOCK, actions)[:, :cells]
 
 
 def _lookup(tables: jax.Array, obs: jax.Array) -> jax.Array:

@@ -284,6 +284,13 @@ def program_signature(config: TrainConfig) -> tuple:
     return tuple(sorted(static.items()))
 
 
+def program_family(config: TrainConfig) -> tuple:
+    """`program_signature` without DeepSea's n: cells one training program serves, each at its own n
+    (`engine.train_groups`: the tables padded to the largest n, n traced). Off DeepSea, the signature."""
+    signature = program_signature(config)
+    return tuple(item for item in signature if item[0] != "hardness") if config.is_deepsea else signature
+
+
 def accepted(name: str) -> str:
     """The values field `name` accepts, in words: 'an integer >= 1', 'a finite number in [0, 1]'."""
     f = FIELDS[name]

@@ -10,6 +10,7 @@ learning steps are separate loops, so no branch carries the whole state.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -23,7 +24,7 @@ from flax import struct
 
 from . import agent
 from .agent import Agent, Hyper, make_agent
-from .config import TrainConfig, config_hash, program_signature
+from .config import TrainConfig, config_hash, program_family, program_signature
 from .envs import EnvAdapter, make_env
 from .kinds import KINDS
 from .metrics import Tracker, record_episodes, summarize, tracker_init
@@ -66,6 +67,20 @@ _use_threefry_lowering(unrolled=True)
 
 
 @struct.dataclass
+class Dims:
+    """What differs between the n of one program shared across n (`train_groups`): DeepSea's size and
+    the run's step counts, as int32 scalars (`dims_of`)."""
+
+    hardness: jax.Array
+    num_steps: jax.Array
+    learn_start: jax.Array
+
+
+def dims_of(trainer: "Trainer") -> Dims:
+    return Dims(*(jnp.int32(v) for v in (trainer.config.hardness, trainer.num_steps, trainer.learn_start)))
+
+
+@struct.dataclass
 class RunState:
     params: Any  # online Q-networks, (K, ...) stacked
     target: Any  # as the agent's target form holds it (agent.py: TargetNetworks, TargetTable, DecayedTarget)
@@ -80,6 +95,20 @@ class RunState:
     probe_obs: jax.Array  # (P,) or (P, d): observations on which Q-diversity is measured
     tracker: Tracker
     rng: jax.Array
+
+
+# The engine's numerics: a change that moves a run's float bits is a new version, recorded in every
+# table's provenance. 2: DeepSea's target table (default mode) computed in blocks of 32 rows
+# (`agent.q_table`), so one program serves several n; runs at n >= 8 in the default mode moved by
+# rounding (docs/ENGINE.md, "Engine versions"); reference mode, n <= 7 and other environments unchanged.
+ENGINE_VERSION = 2
+
+
+
+def numerics_version(config: TrainConfig) -> int:
+    """The engine version whose numerics a run of `config` has: the last version that changed the
+    arithmetic of its program (a table of another version is stale: `runs.merge_group_tables`)."""
+    return 2 if isinstance(make_train(config).agent.target_form, agent.TargetTable) else 1
 
 
 default_hyper = agent.hyper_of  # the traced hyperparameters of a config (agent.Hyper)
@@ -146,8 +175,14 @@ class Trainer:
     config: TrainConfig
     env: EnvAdapter
     agent: Agent
-    num_steps: int  # vector steps per run
-    learn_start: int  # first vector step with a gradient step
+    num_steps: int  # vector steps per run (traced where one program serves several n: `with_dims`)
+    learn_start: int  # first vector step with a gradient step (idem)
+
+    def with_dims(self, dims: "Dims") -> "Trainer":
+        """This trainer's functions for DeepSea of size `dims.hardness` and its step counts, all traced,
+        in arrays sized for this trainer's n (one program serves every n up to it: `train_groups`)."""
+        return dataclasses.replace(self, env=self.env.with_size(dims.hardness), num_steps=dims.num_steps,
+                                   learn_start=dims.learn_start)
 
     # ------------------------------------------------------------------ INIT
     def init(self, key: jax.Array, hyper: Hyper) -> RunState:
@@ -249,7 +284,9 @@ class Trainer:
         """Epsilon's clock at vector step t: the fraction of all steps, or with the warm-up outside
         the budget the fraction of the learning steps (epsilon = eps_start through the warm-up)."""
         if self.config.warmup_outside:
-            return (t - self.learn_start).astype(jnp.float32) / max(self.num_steps - self.learn_start, 1)
+            learning_steps = self.num_steps - self.learn_start
+            learning_steps = max(learning_steps, 1) if isinstance(learning_steps, int) else jnp.maximum(learning_steps, 1)
+            return (t - self.learn_start).astype(jnp.float32) / learning_steps
         return t.astype(jnp.float32) / self.num_steps
 
     def q_diversity(self, state: RunState, hyper: Hyper) -> jax.Array:
@@ -386,6 +423,60 @@ def train_batch(
     The host calls the compiled segment once per logging point and prints a
     progress line about every 10% of training, between calls.
     """
+    return train_groups([cells], progress)[0]
+
+
+def train_groups(
+    groups: list[list[tuple[TrainConfig, range | list[int]]]],
+    progress: Callable[[str], None] | None = None,
+    finished: Callable[[int, list[ShardResult]], None] | None = None,
+) -> list[list[ShardResult]]:
+    """Train several batches (groups, each as `train_batch` takes it) one after the other in this
+    process; `finished(i, results)` is called as group i ends (its tables can be written then).
+
+    DeepSea groups that differ only in n (`program_family`) share one training program: it is
+    compiled once for the largest n of them and called per group with n and the step counts traced
+    (`Dims`); each group is initialised at its own n (its own init program: its draws are those of
+    its n) and its cell tables (first layer, its AdamW moments, prior and target tables, action maps)
+    zero-padded to the largest n. The padded rows are never read and stay zero, and the target table
+    is computed in blocks (`agent.q_table`), so each run's result is bit for bit what its own
+    program gives (tests/test_engine.py checks it). Saves a program's tracing and compiling per n.
+    """
+    prepared = [_prepare(cells) for cells in groups]
+    largest: dict[tuple, int] = {}
+    for batch in prepared:
+        if batch.family is not None:
+            largest[batch.family] = max(largest.get(batch.family, 0), batch.trainer.config.hardness)
+    shared_by = {}  # family -> how many groups share its program
+    for batch in prepared:
+        shared_by[batch.family] = shared_by.get(batch.family, 0) + 1
+    programs: dict = {}
+    results = []
+    for i, batch in enumerate(prepared):
+        shared = batch.family is not None and shared_by[batch.family] > 1
+        size = largest[batch.family] if shared else None
+        out = _train_prepared(batch, size, programs, progress)
+        results.append(out)
+        if finished is not None:
+            finished(i, out)
+    return results
+
+
+@dataclass
+class _Batch:
+    """One group's runs, ready to compile and train (`_prepare`)."""
+
+    trainer: Trainer
+    configs: list[TrainConfig]
+    seed_lists: list[list[int]]
+    keys: jax.Array
+    hyper: Hyper
+    hyper_axes: Hyper
+    static: dict
+    family: tuple | None  # groups with equal families can share a program (DeepSea, n aside); None: never
+
+
+def _prepare(cells: list[tuple[TrainConfig, range | list[int]]]) -> _Batch:
     configs = [config for config, _ in cells]
     signatures = {program_signature(c) for c in configs}
     if len(signatures) != 1:
@@ -401,7 +492,18 @@ def train_batch(
     # A traced choice that every run of the batch makes alike is a constant of the programs: XLA drops
     # the branch not taken before code generation (init: the target networks not used), same bits.
     static = _uniform_choices(hyper, hyper_axes)
-    trainer_init, trainer_segment = _with_choices(trainer.init, static), _with_choices(partial(run_segment, trainer), static, 2)
+    family = None
+    if representative.is_deepsea:
+        forms = (type(trainer.agent.prior_form).__name__, type(trainer.agent.target_form).__name__)
+        axes = tuple(sorted((k, v) for k, v in vars(hyper_axes).items()))
+        family = (program_family(representative), len(keys), axes, tuple(sorted(static.items())), forms)
+    return _Batch(trainer, configs, seed_lists, keys, hyper, hyper_axes, static, family)
+
+
+def _train_prepared(batch: _Batch, size: int | None, programs: dict,
+                    progress: Callable[[str], None] | None) -> list[ShardResult]:
+    """Compile (or reuse from `programs`) and run one group; `size`: the n of a shared program, None: its own."""
+    trainer, keys, hyper, hyper_axes, static = batch.trainer, batch.keys, batch.hyper, batch.hyper_axes, batch.static
     sharding = _seed_sharding(len(keys))
     init_shardings = segment_shardings = {}
     if sharding is not None:  # every state leaf starts with the run axis: keep it split over the devices throughout
@@ -410,18 +512,39 @@ def train_batch(
                                        is_leaf=lambda x: x is None)
         hyper = jax.device_put(hyper, hyper_shardings)  # once, not at every segment call
         init_shardings = {"in_shardings": (sharding, hyper_shardings), "out_shardings": sharding}
-        segment_shardings = {"in_shardings": (sharding, replicated, hyper_shardings), "out_shardings": sharding}
+        segment_shardings = {"in_shardings": (sharding, replicated, hyper_shardings, replicated),
+                             "out_shardings": sharding}
 
     t_start = time.perf_counter()
+    wide = trainer if size is None else make_train(dataclasses.replace(trainer.config, hardness=size))
+    init_fn = _with_choices(trainer.init, static)
+    if size is not None:  # pad the state's cell tables to the shared program's n
+        padded_shape = jax.eval_shape(jax.vmap(_with_choices(wide.init, static), in_axes=(0, hyper_axes)), keys, hyper)
+        init_fn = _padded(jax.vmap(init_fn, in_axes=(0, hyper_axes)), padded_shape)
+    else:
+        init_fn = jax.vmap(init_fn, in_axes=(0, hyper_axes))
     with _rolled_threefry():
-        init_lowered = jax.jit(jax.vmap(trainer_init, in_axes=(0, hyper_axes)), **init_shardings).lower(keys, hyper)
+        init_lowered = jax.jit(init_fn, **init_shardings).lower(keys, hyper)
     state_shape = init_lowered.out_info
     init = init_lowered.compile(compile_options(hot_loop=False))
-    segment = (
-        jax.jit(jax.vmap(trainer_segment, in_axes=(0, None, hyper_axes)), donate_argnums=0, **segment_shardings)
-        .lower(state_shape, jnp.int32(0), hyper)
-        .compile(compile_options(hot_loop=True))
-    )
+    dims = dims_of(trainer)
+    program_key = (batch.family, size) if size is not None else None
+    segment = programs.get(program_key) if program_key is not None else None
+    if segment is None:
+        if size is None:
+            def segment_fn(state, point, hyper, dims):
+                return run_segment(trainer, state, point, hyper)
+        else:
+            def segment_fn(state, point, hyper, dims):
+                return run_segment(wide.with_dims(dims), state, point, hyper)
+        segment = (
+            jax.jit(jax.vmap(_with_choices(segment_fn, static, 2), in_axes=(0, None, hyper_axes, None)),
+                    donate_argnums=0, **segment_shardings)
+            .lower(state_shape, jnp.int32(0), hyper, dims)
+            .compile(compile_options(hot_loop=True))
+        )
+        if program_key is not None:
+            programs[program_key] = segment
     compile_seconds = time.perf_counter() - t_start
 
     t_run = time.perf_counter()
@@ -431,7 +554,7 @@ def train_batch(
     segment_seconds = []
     for point in range(points):
         t_segment = time.perf_counter()
-        state = segment(state, jnp.int32(point), hyper)
+        state = segment(state, jnp.int32(point), hyper, dims)
         jax.block_until_ready(state.tracker.episodes)  # each segment timed (a sync per log point: negligible)
         segment_seconds.append(time.perf_counter() - t_segment)
         if progress is not None and ((point + 1) % report_every == 0 or point + 1 == points):
@@ -447,11 +570,21 @@ def train_batch(
     used = jax.devices()[:1] if sharding is None else list(sharding.mesh.devices.flat)
     devices = [str(d) for d in used]
     results, offset = [], 0
-    for seeds in seed_lists:
+    for seeds in batch.seed_lists:
         part = {name: values[offset:offset + len(seeds)] for name, values in metrics.items()}
         results.append(ShardResult(part, compile_seconds, run_seconds, devices, segment_seconds))
         offset += len(seeds)
     return results
+
+
+def _padded(fn: Callable, shape) -> Callable:
+    """`fn` with every output leaf zero-padded at the end of each axis to the leaf's size in `shape`."""
+    def wrapped(*args):
+        def pad(leaf, target):
+            widths = [(0, t - s) for s, t in zip(leaf.shape, target.shape)]
+            return jnp.pad(leaf, widths) if any(w for _, w in widths) else leaf
+        return jax.tree.map(pad, fn(*args), shape)
+    return wrapped
 
 
 def _stack_hyper(hypers: list[Hyper]) -> tuple[Hyper, Hyper]:

@@ -14,6 +14,7 @@ row * n + column, so nothing stores n x n one-hot arrays).
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import sys
 import types
@@ -50,6 +51,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 from flax import struct  # noqa: E402
 from gymnax.environments import spaces  # noqa: E402
+from gymnax.environments.bsuite import deep_sea  # noqa: E402
 from gymnax.environments.bsuite.deep_sea import DeepSea, EnvParams as DeepSeaEnvParams  # noqa: E402
 
 from .config import ConfigError, TrainConfig  # noqa: E402
@@ -60,6 +62,7 @@ class PerRunMapParams(DeepSeaEnvParams):
     """DeepSea parameters plus the run's action map: (n, n) int32, 1 where action 1 means right."""
 
     action_mapping: jax.Array | None = None
+    size: jax.Array | None = None  # a size below the instance's, traced (`PerRunMapDeepSea`); None: the instance's
 
 
 class PerRunMapDeepSea(DeepSea):
@@ -67,6 +70,14 @@ class PerRunMapDeepSea(DeepSea):
 
     The state keeps only a scalar placeholder for the map, so the per-step
     reset/select of gymnax's auto-reset does not copy an (n, n) array per env.
+
+    `params.size`, when given, is the grid's size as a traced integer at most
+    the instance's `size`, which then only sizes the arrays (the action map
+    padded to it): one compiled program steps DeepSeas of several sizes.
+    gymnax's step with the size traced (`step_env`; the tests check it equal
+    to gymnax's at every size); the reset does not depend on the size beyond
+    its arrays' shapes, which the engine does not use (observations are
+    encoded from the row and column).
     """
 
     def draw_action_mapping(self, key: jax.Array) -> jax.Array:
@@ -87,10 +98,32 @@ class PerRunMapDeepSea(DeepSea):
 
     def step_env(self, key, state, action, params):
         placeholder = state.action_mapping
-        obs, state, reward, done, info = super().step_env(
-            key, state.replace(action_mapping=self._mapping(params)), action, params
-        )
+        state = state.replace(action_mapping=self._mapping(params))
+        if params.size is None:
+            obs, state, reward, done, info = super().step_env(key, state, action, params)
+        else:
+            obs, state, reward, done, info = self._step_traced_size(key, state, action, params)
         return obs, state.replace(action_mapping=placeholder), reward, done, info
+
+    def _step_traced_size(self, key, state, action, params):
+        """gymnax's `DeepSea.step_env` with the size `params.size` (traced) instead of `self.size`."""
+        size = params.size
+        key_reward, key_trans = jax.random.split(key)
+        rand_reward = jax.random.normal(key_reward, shape=())
+        rand_trans_cond = jax.random.uniform(key_trans, shape=(), minval=0, maxval=1) > 1 / size
+        action_right = action == state.action_mapping[state.row, state.column]
+        right_cond = jnp.logical_and(action_right, jnp.logical_or(rand_trans_cond, params.deterministic))
+        reward, denoised_return = deep_sea.step_reward(state, action_right, right_cond, rand_reward, size, params)
+        column, row, bad_episode = deep_sea.step_transition(state, action_right, right_cond, size)
+        state = state.replace(row=row, column=column, bad_episode=bad_episode, denoised_return=denoised_return,
+                              time=state.time + 1)
+        done = self.is_terminal(state, params)
+        state = state.replace(total_bad_episodes=state.total_bad_episodes + done * state.bad_episode)
+        info = {"discount": self.discount(state, params)}
+        return (jax.lax.stop_gradient(self.get_obs(state)), jax.lax.stop_gradient(state), reward, done, info)
+
+    def is_terminated(self, state, params) -> jax.Array:
+        return state.row == (self.size if params.size is None else params.size)
 
 
 def shared_action_map(size: int, action_map: str) -> jax.Array:
@@ -115,6 +148,16 @@ class EnvAdapter:
     obs_is_index: bool
     obs_size: int
     action_map: str = "per_run"  # DeepSea: per_run or keyN (shared_action_map)
+    size: Any = None  # DeepSea: the grid's size, traced, when a program serves several (`with_size`); None: env.size
+
+    def with_size(self, size: Any) -> "EnvAdapter":
+        """DeepSea of size `size` (a traced int32, at most env.size) in arrays sized for env.size."""
+        return dataclasses.replace(self, size=size)
+
+    @property
+    def grid(self) -> Any:
+        """DeepSea's size as the dynamics see it: traced, or the instance's."""
+        return self.env.size if self.size is None else self.size
 
     def params_for_run(self, key: jax.Array) -> jax.Array:
         """The per-run part of the environment: DeepSea's action map, (n, n) int32; else an empty array.
@@ -129,12 +172,12 @@ class EnvAdapter:
 
     def _params(self, run_data: jax.Array):
         if self.obs_is_index:
-            return PerRunMapParams(max_steps_in_episode=self.env.size, action_mapping=run_data)
+            return PerRunMapParams(max_steps_in_episode=self.grid, action_mapping=run_data, size=self.size)
         return self.env.default_params
 
     def encode(self, state, obs) -> jax.Array:
         if self.obs_is_index:
-            n = self.env.size
+            n = self.grid
             return jnp.clip(state.row, 0, n - 1) * n + state.column
         return jnp.ravel(obs).astype(jnp.float32)
 

@@ -20,11 +20,12 @@ from pathlib import Path
 from typing import Iterable
 
 from . import cost
-from .config import HASH_BASELINE, TrainConfig, config_hash, program_signature
+from .config import HASH_BASELINE, TrainConfig, config_hash, program_family, program_signature
 from .study import CELL_FIELDS, Cell, Study
 
 GROUP_PATTERN = "results/{study}/runs/{group}.parquet"
-GROUP_NAME_REGEX = r"K\d+_n\d+_s\d+-\d+_[0-9a-f]{12}"
+GROUP_NAME_REGEX = r"K\d+_n\d+(?:-\d+)?_s\d+-\d+_[0-9a-f]{12}"
+ROW_GROUP_SECONDS = 60.0  # train_grouping: row -- a job's projected training, CPU-core seconds (cost model)
 
 
 @dataclass(frozen=True)
@@ -42,7 +43,9 @@ class TrainGroup:
         members = ",".join(sorted(cell.hash for cell in self.cells))
         digest = hashlib.sha256(f"{members}:{self.start}-{self.stop}".encode()).hexdigest()[:12]
         first = self.cells[0].config
-        return f"K{first.members}_n{first.hardness}_s{self.start}-{self.stop}_{digest}"
+        sizes = sorted({cell.config.hardness for cell in self.cells})
+        n = f"{sizes[0]}" if len(sizes) == 1 else f"{sizes[0]}-{sizes[-1]}"
+        return f"K{first.members}_n{n}_s{self.start}-{self.stop}_{digest}"
 
     @property
     def table(self) -> str:
@@ -88,20 +91,51 @@ class TrainGroup:
         """[config hash, start, stop, variant] per member: what the merge checks the table against."""
         return [[cell.hash, self.start, self.stop, cell.variant] for cell in self.cells]
 
+    def programs(self) -> list[list[Cell]]:
+        """The members by program (`program_signature`; one per n of a row group), in n order."""
+        by_signature: dict[tuple, list[Cell]] = {}
+        for cell in sorted(self.cells, key=lambda c: c.config.hardness):
+            by_signature.setdefault(program_signature(cell.config), []).append(cell)
+        return list(by_signature.values())
+
     def runtime_minutes(self, attempt: int = 1) -> int:
-        return cost.runtime_minutes(self.cells[0].config, self.runs, attempt,
-                                    prior=cost.has_prior([cell.config for cell in self.cells]))
+        return sum(cost.runtime_minutes(cells[0].config, len(cells) * (self.stop - self.start), attempt,
+                                        prior=cost.has_prior([cell.config for cell in cells]))
+                   for cells in self.programs())
 
     def mem_mb(self, attempt: int = 1) -> int:
-        return cost.mem_mb(self.cells[0].config, self.runs, attempt)
+        return max(cost.mem_mb(cells[0].config, len(cells) * (self.stop - self.start), attempt)
+                   for cells in self.programs())
 
 
 def _grouped(study: Study, units: Iterable[tuple[Cell, int, int]], alone: bool) -> list[TrainGroup]:
     buckets: dict[tuple, list[Cell]] = {}
+    row = study.train_grouping == "row" and not alone
     for cell, start, stop in units:
         key = (cell.hash, start, stop) if alone else (program_signature(cell.config), start, stop)
+        if row:
+            key = (program_family(cell.config), start, stop)
         buckets.setdefault(key, []).append(cell)
-    return [TrainGroup(study.name, tuple(members), key[-2], key[-1]) for key, members in buckets.items()]
+    groups = []
+    for key, members in buckets.items():
+        chunks = _row_chunks(members, key[-1] - key[-2]) if row else [members]
+        groups += [TrainGroup(study.name, tuple(chunk), key[-2], key[-1]) for chunk in chunks]
+    return groups
+
+
+def _row_chunks(cells: list[Cell], seeds: int) -> list[list[Cell]]:
+    """train_grouping: row -- a K row's cells, by n, in jobs of at most ROW_GROUP_SECONDS of projected
+    training (a program per n, all compiled as one: `engine.train_groups`); a job holds whole programs."""
+    programs = TrainGroup("", tuple(cells), 0, seeds).programs()
+    chunks, chunk, seconds = [], [], 0.0
+    for program in programs:
+        price = cost.train_seconds(program[0].config, len(program) * seeds,
+                                   prior=cost.has_prior([cell.config for cell in program]))
+        if chunk and seconds + price > ROW_GROUP_SECONDS:
+            chunks.append(chunk)
+            chunk, seconds = [], 0.0
+        chunk, seconds = chunk + program, seconds + price
+    return chunks + [chunk]
 
 
 def train_groups(study: Study, cells: Iterable[Cell] | None = None) -> list[TrainGroup]:

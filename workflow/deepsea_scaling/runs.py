@@ -22,6 +22,25 @@ REQUIRED_COLUMNS = (
 )
 
 
+def _stale_numerics(frame: pd.DataFrame) -> str | None:
+    """Why the rows' numerics are not this engine's (`engine.numerics_version`), or None. A table from
+    before the column has version 1's; its configs are read back from its config columns."""
+    from .config import FIELDS, TrainConfig
+    from .engine import numerics_version
+
+    recorded = frame["numerics"] if "numerics" in frame.columns else pd.Series(1, index=frame.index)
+    for _, row in frame.drop_duplicates("config_hash").iterrows():
+        fields = {name: getattr(row[name], "item", lambda: row[name])() for name in FIELDS if name in row.index}
+        try:
+            wanted = numerics_version(TrainConfig.from_dict(fields))
+        except Exception:  # a config this engine cannot build: nothing to compare
+            continue
+        have = int(recorded.loc[row.name]) if pd.notna(recorded.loc[row.name]) else 1
+        if have != wanted:
+            return f"numerics version {have}, this engine's {wanted}"
+    return None
+
+
 def merge_group_tables(expected: Mapping[str, Sequence[Sequence]], study: str) -> pd.DataFrame:
     """Concatenate group tables into one run table with `study` and `variant` columns.
 
@@ -47,6 +66,10 @@ def merge_group_tables(expected: Mapping[str, Sequence[Sequence]], study: str) -
                 f"{path}: rows (config hash, seed) differ from the plan: unexpected {extra or 'none'}, "
                 f"missing {lacking or 'none'} (duplicates: {len(found) - len(set(found))}); {rebuild}"
             )
+        stale = _stale_numerics(frame)
+        if stale:
+            raise ShardError(f"{path}: trained by an engine whose numerics differ from this one's for its "
+                             f"cells ({stale}; docs/ENGINE.md, 'Engine versions'); {rebuild}")
         variant_of = {str(h): v for h, _, _, v in members}
         frame.insert(0, "variant", frame["config_hash"].astype(str).map(variant_of))
         frame.insert(0, "study", study)

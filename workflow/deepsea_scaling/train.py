@@ -24,7 +24,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config import FIELDS, ConfigError, TrainConfig, accepted, config_hash, for_environment, program_signature
+from .config import (FIELDS, ConfigError, TrainConfig, accepted, config_hash, for_environment, program_family,
+                     program_signature)
 from .kinds import KINDS
 
 PROCESS_T0 = time.perf_counter()  # (nearly) process start: jax and the engine load later
@@ -160,7 +161,10 @@ def use_cpu_devices(count: int) -> None:
 def rows(config: TrainConfig, seeds: range, metrics: dict) -> "pandas.DataFrame":  # noqa: F821
     import pandas as pd
 
-    base = {**config.to_dict(), "config_hash": config_hash(config), "members": config.members}
+    from .engine import numerics_version
+
+    base = {**config.to_dict(), "config_hash": config_hash(config), "members": config.members,
+            "numerics": numerics_version(config)}
     records = []
     for i, seed in enumerate(seeds):
         rec = {**base, "seed": seed}
@@ -247,10 +251,19 @@ def parse_batch(text: str, group_out: str | None = None) -> tuple[list[Entry], l
         entries.append(Entry(config, seeds, out))
         if note and note not in notes:
             notes.append(note)
-    if len({program_signature(e.config) for e in entries}) > 1:
-        raise ConfigError("--batch is invalid: its cells differ in shapes or static settings (K, n, buffer, "
-                          "budget, ...); batch only cells that differ in traced hyperparameters or boot/bootrp")
+    if len({program_family(e.config) for e in entries}) > 1:
+        raise ConfigError("--batch is invalid: its cells differ in shapes or static settings (K, buffer, "
+                          "budget, ...); batch only cells that differ in traced hyperparameters, boot/bootrp "
+                          "or DeepSea's n")
     return entries, notes
+
+
+def by_program(entries: list[Entry]) -> list[list[int]]:
+    """Indices of `entries` by compiled program (`program_signature`; one per DeepSea n), in n order."""
+    programs: dict[tuple, list[int]] = {}
+    for i in sorted(range(len(entries)), key=lambda i: entries[i].config.hardness):
+        programs.setdefault(program_signature(entries[i].config), []).append(i)
+    return list(programs.values())
 
 
 def env_label(config: TrainConfig) -> str:
@@ -281,16 +294,36 @@ def main(argv: list[str] | None = None) -> int:
 
     first = entries[0]
     label = f"{first.config.kind} K={first.config.members} {env_label(first.config)} seeds {first.seeds.start}:{first.seeds.stop}"
+    programs = by_program(entries)
     if len(entries) > 1:
-        label = f"batch of {len(entries)} cells, {env_label(first.config)}"
+        sizes = sorted({e.config.hardness for e in entries})
+        where = env_label(first.config) if len(sizes) == 1 or not first.config.is_deepsea else f"n={','.join(map(str, sizes))}"
+        label = f"batch of {len(entries)} cells, K={first.config.members} {where}"
     log = (lambda msg: None) if args.quiet else (lambda msg: print(f"[{label}] {msg}", flush=True))
     for note in notes:
         print(f"[{label}] note: {note}", flush=True)
     started = dt.datetime.now(dt.timezone.utc)
     t0 = time.perf_counter()
     runs = sum(len(e.seeds) for e in entries)
-    log(f"training {runs} runs x {first.config.num_vector_steps:,} vector steps in one program")
-    results = engine.train_batch([(e.config, e.seeds) for e in entries], progress=log)
+    if len(programs) == 1:
+        log(f"training {runs} runs x {first.config.num_vector_steps:,} vector steps in one program")
+    else:
+        log(f"training {runs} runs in {len(programs)} batches (one per n) that share one program")
+
+    def batch_log(index):
+        n = entries[programs[index][0]].config.hardness
+        return log if len(programs) == 1 else (lambda msg: log(f"n={n}: {msg}"))
+
+    done_programs = []
+    batches = engine.train_groups([[(entries[i].config, entries[i].seeds) for i in program] for program in programs],
+                                  progress=lambda msg: batch_log(len(done_programs))(msg),
+                                  finished=lambda i, out: done_programs.append(i))
+    results: list = [None] * len(entries)
+    for program, out in zip(programs, batches):
+        for i, result in zip(program, out):
+            results[i] = result
+    totals = {name: round(sum(batch[0].__dict__[name] for batch in batches), 3)
+              for name in ("compile_seconds", "run_seconds")}
 
     import jax
 
@@ -305,8 +338,9 @@ def main(argv: list[str] | None = None) -> int:
             "host": io.host_facts(),
             "jax_backend": jax.default_backend(),
             "devices": result.devices,
-            "compile_seconds": round(result.compile_seconds, 3),
-            "run_seconds": round(result.run_seconds, 3),
+            "engine_version": engine.ENGINE_VERSION,
+            "programs": len(programs),  # batches (one per n), trained in turn by one training program
+            **totals,  # every batch's together
             "wall_seconds": round(time.perf_counter() - t0, 3),
             "process_seconds": round(time.perf_counter() - PROCESS_T0, 3),  # with imports and set-up
             "vector_steps_per_second": round(first.config.num_vector_steps / max(result.run_seconds, 1e-9), 1),
@@ -333,8 +367,8 @@ def main(argv: list[str] | None = None) -> int:
             parser.exit(1, f"{PROG}: error: cannot write {out} ({err.strerror or err}); nothing was kept for it, "
                            "rerun the command\n")
         log(f"wrote {out}: discovered {int(table['discovered'].sum())}/{len(table)}, "
-            f"diverged {int(table['diverged'].sum())}; compile {results[0].compile_seconds:.1f}s, "
-            f"run {results[0].run_seconds:.1f}s")
+            f"diverged {int(table['diverged'].sum())}; compile {totals['compile_seconds']:.1f}s, "
+            f"run {totals['run_seconds']:.1f}s")
     return 0
 
 

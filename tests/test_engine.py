@@ -354,19 +354,21 @@ def test_boot_alone_builds_no_prior_and_its_runs_are_those_it_has_beside_bootrp(
 
 @pytest.mark.slow
 def test_one_program_shared_across_n_trains_each_n_as_its_own_program_does():
-    """`train_groups` trains the groups of a K row (DeepSea, n aside the same) with one training program
-    compiled for the largest n, each group initialised at its own n and its tables padded: every run's
-    row is bit for bit the row its own program gives (n = 4 and 9, default mode: the target table in
-    blocks; boot beside bootrp; the warm-up inside the budget), and groups of another K or kind keep
-    programs of their own."""
+    """`train_groups` trains the groups of a K row (DeepSea, n aside the same) with one init and one
+    training program compiled for the largest n, n traced: every run's row is bit for bit the row its
+    own programs give (n = 4 and 9, default mode, boot beside bootrp; flax's initialisation, whose groups
+    init at their own n and are padded; reference mode), and groups of another K or kind keep programs
+    of their own."""
     from deepsea_scaling import engine
 
-    row = [[(small("boot", hardness=n, warmup="outside", init="uniform"), range(2)),
-            (small("bootrp", hardness=n, warmup="outside", init="uniform"), range(2))] for n in (9, 4)]
-    inside = [[(small("bootrp", hardness=n, ensemble_size=3), range(3))] for n in (6, 5)]
+    row = [[(small("boot", hardness=n), range(2)), (small("bootrp", hardness=n), range(2))] for n in (9, 4)]
+    # flax's initialisation (drawn by shape: each n's own init program, its state padded), warm-up inside
+    flax = [[(small("bootrp", hardness=n, ensemble_size=3, init="flax", warmup="inside"), range(3))] for n in (6, 5)]
+    # the research code's behaviours: prior and target networks decayed as parameters, no tables
+    reference = [[(small("bootrp", hardness=n, fidelity="reference"), range(2))] for n in (6, 4)]
     eps = [[(small("eps", hardness=5), range(2))]]
-    groups = row + inside + eps
-    assert len({engine._prepare(g).family for g in groups}) == 3
+    groups = row + flax + reference + eps
+    assert len({engine._prepare(g).family for g in groups}) == 4
     finished = []
     shared = engine.train_groups(groups, finished=lambda i, out: finished.append(i))
     assert finished == list(range(len(groups)))
@@ -411,3 +413,18 @@ def test_deepsea_with_a_traced_size_steps_as_gymnax_at_that_size():
                         assert np.asarray(a).tobytes() == np.asarray(b).tobytes(), (n, row, column, action)
                     assert float(got[2]) == float(reference[2]) and bool(got[3]) == bool(reference[3])
                     assert int(got[1].row) == int(reference[1].row) or bool(got[3])
+
+
+def test_the_target_table_in_blocks_is_the_one_product_table_up_to_rounding():
+    """agent.q_table (engine version 2) computes the target's Q over the cells in blocks of 32 rows: the
+    same values as one product over every cell up to float rounding (within 1e-5 relative), for a
+    table that fills its last block and one that does not."""
+    for n in (8, 13):
+        cfg = small("bootrp", hardness=n, ensemble_size=4)
+        trainer = make_train(cfg)
+        hyper = default_hyper(cfg)
+        params, prior, _ = trainer.agent.init_networks(jax.random.key(1), jax.random.key(2), jnp.int32(0), hyper)
+        blocked = jax.jit(lambda p, q: agent.q_table(trainer.agent, p, q, hyper))(params, prior)
+        whole = jax.jit(lambda p, q: trainer.agent.q_shared(p, q, jnp.arange(n * n), hyper))(params, prior)
+        assert blocked.shape == whole.shape == (4, n * n, 2)
+        np.testing.assert_allclose(np.asarray(blocked), np.asarray(whole), rtol=1e-5, atol=1e-7)

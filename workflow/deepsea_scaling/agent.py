@@ -29,7 +29,9 @@ The engine (engine.py) owns the loops, the replay buffer and the bookkeeping.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
@@ -89,13 +91,22 @@ class Agent:
     target_form: TargetNetworks | TargetTable | DecayedTarget  # how the target is held
     double_dqn: bool = False  # the online member picks the next action, the target evaluates it
     uniform_init: bool = False  # init=uniform: equinox's Linear initialisation (static: flax's draws stay as they were)
+    side: jax.Array | None = None  # DeepSea's n, traced, where `cells` is a larger n's (`with_side`); None: cells's
+
+    def with_side(self, side: jax.Array) -> "Agent":
+        """This agent for DeepSea of size `side` (traced) in tables sized for `cells`: its networks and
+        tables drawn and computed as at that size, zero beyond its side * side cells (`engine.Trainer.with_dims`)."""
+        return dataclasses.replace(self, side=side)
 
     # ------------------------------------------------------------- NETWORKS
     def new_networks(self, key: jax.Array, obs_example: jax.Array):
         """K independently initialised networks, stacked on axis 0 (`uniform_init`: equinox's
         initialisation, from a key of its own, so flax's draws are unchanged)."""
         if self.uniform_init:
-            return init_ensemble_uniform(self.network, jax.random.fold_in(key, 1), self.members, obs_example)
+            return init_ensemble_uniform(self.network, jax.random.fold_in(key, 1), self.members, obs_example,
+                                         first_side=self.side)
+        if self.side is not None:
+            raise ValueError("a traced DeepSea size needs init=uniform (flax's initialisation draws by shape)")
         return init_ensemble(self.network, key, self.members, obs_example)
 
     def init_networks(self, rng_net: jax.Array, rng_prior: jax.Array, obs_example: jax.Array, hyper: Hyper):
@@ -302,7 +313,8 @@ class PriorTable(PriorNetworks):
     """DeepSea: the fixed prior networks tabulated once over all cells, (K, cells, A)."""
 
     def make(self, agent: Agent, key: jax.Array, obs_example: jax.Array):
-        return ensemble_apply_shared(agent.network, super().make(agent, key, obs_example), jnp.arange(agent.cells))
+        networks = super().make(agent, key, obs_example)
+        return _cell_table(agent, lambda rows: ensemble_apply_shared(agent.network, networks, rows))
 
     def values(self, agent: Agent, prior, obs: jax.Array) -> jax.Array:
         return _lookup(prior, obs)
@@ -397,12 +409,21 @@ def q_table(agent: Agent, params, prior, hyper: Hyper) -> jax.Array:
     back into one product. The last block repeats the last cell; its extra
     rows are cut off.
     """
+    return _cell_table(agent, lambda rows: agent.q_shared(params, prior, rows, hyper))
+
+
+def _cell_table(agent: Agent, q: Callable[[jax.Array], jax.Array]) -> jax.Array:
+    """(K, cells, A) from q(rows) -> (K, rows, A), in blocks of TABLE_BLOCK rows (see `q_table`);
+    zero beyond a traced side's cells (`Agent.with_side`), as a table padded from that side's."""
     cells = agent.cells
     count = -(-cells // TABLE_BLOCK)
     index = jnp.minimum(jnp.arange(count * TABLE_BLOCK), cells - 1).reshape(count, TABLE_BLOCK)
-    blocks = jax.lax.map(lambda rows: agent.q_shared(params, prior, rows, hyper), index)  # (blocks, K, rows, A)
+    blocks = jax.lax.map(q, index)  # (blocks, K, rows, A)
     members, actions = blocks.shape[1], blocks.shape[-1]
-    return jnp.moveaxis(blocks, 0, 1).reshape(members, count * TABLE_BLOCK, actions)[:, :cells]
+    table = jnp.moveaxis(blocks, 0, 1).reshape(members, count * TABLE_BLOCK, actions)[:, :cells]
+    if agent.side is not None:
+        table = jnp.where((jnp.arange(cells) < agent.side * agent.side)[None, :, None], table, 0.0)
+    return table
 
 
 def _lookup(tables: jax.Array, obs: jax.Array) -> jax.Array:

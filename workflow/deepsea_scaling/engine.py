@@ -182,7 +182,7 @@ class Trainer:
         """This trainer's functions for DeepSea of size `dims.hardness` and its step counts, all traced,
         in arrays sized for this trainer's n (one program serves every n up to it: `train_groups`)."""
         return dataclasses.replace(self, env=self.env.with_size(dims.hardness), num_steps=dims.num_steps,
-                                   learn_start=dims.learn_start)
+                                   learn_start=dims.learn_start, agent=self.agent.with_side(dims.hardness))
 
     # ------------------------------------------------------------------ INIT
     def init(self, key: jax.Array, hyper: Hyper) -> RunState:
@@ -517,18 +517,29 @@ def _train_prepared(batch: _Batch, size: int | None, programs: dict,
 
     t_start = time.perf_counter()
     wide = trainer if size is None else make_train(dataclasses.replace(trainer.config, hardness=size))
-    init_fn = _with_choices(trainer.init, static)
-    if size is not None:  # pad the state's cell tables to the shared program's n
-        padded_shape = jax.eval_shape(jax.vmap(_with_choices(wide.init, static), in_axes=(0, hyper_axes)), keys, hyper)
-        init_fn = _padded(jax.vmap(init_fn, in_axes=(0, hyper_axes)), padded_shape)
-    else:
-        init_fn = jax.vmap(init_fn, in_axes=(0, hyper_axes))
-    with _rolled_threefry():
-        init_lowered = jax.jit(init_fn, **init_shardings).lower(keys, hyper)
-    state_shape = init_lowered.out_info
-    init = init_lowered.compile(compile_options(hot_loop=False))
     dims = dims_of(trainer)
     program_key = (batch.family, size) if size is not None else None
+    if size is None:  # its own program: n and the step counts are constants
+        init_fn = jax.vmap(_with_choices(trainer.init, static), in_axes=(0, hyper_axes))
+    elif trainer.agent.uniform_init:  # one init program for every n, n traced; cached with the segment's
+        def init_fn(keys, hyper, dims):
+            return jax.vmap(_with_choices(wide.with_dims(dims).init, static), in_axes=(0, hyper_axes))(keys, hyper)
+    else:  # flax's initialisers draw by shape: its own init at its n, the tables then padded
+        padded_shape = jax.eval_shape(jax.vmap(_with_choices(wide.init, static), in_axes=(0, hyper_axes)), keys, hyper)
+        init_fn = _padded(jax.vmap(_with_choices(trainer.init, static), in_axes=(0, hyper_axes)), padded_shape)
+    init_args = (keys, hyper, dims) if size is not None and trainer.agent.uniform_init else (keys, hyper)
+    init_key = ("init", *program_key) if len(init_args) == 3 else None
+    if init_key in programs:
+        init, state_shape = programs[init_key]
+    else:
+        if len(init_args) == 3 and init_shardings:
+            init_shardings = {**init_shardings, "in_shardings": (*init_shardings["in_shardings"], replicated)}
+        with _rolled_threefry():
+            init_lowered = jax.jit(init_fn, **init_shardings).lower(*init_args)
+        state_shape = init_lowered.out_info
+        init = init_lowered.compile(compile_options(hot_loop=False))
+        if init_key is not None:
+            programs[init_key] = (init, state_shape)
     segment = programs.get(program_key) if program_key is not None else None
     if segment is None:
         if size is None:
@@ -548,7 +559,7 @@ def _train_prepared(batch: _Batch, size: int | None, programs: dict,
     compile_seconds = time.perf_counter() - t_start
 
     t_run = time.perf_counter()
-    state = init(keys, hyper)
+    state = init(*init_args)
     points = trainer.config.num_log_points
     report_every = max(1, points // 10)
     segment_seconds = []

@@ -135,6 +135,15 @@ def shared_action_map(size: int, action_map: str) -> jax.Array:
     return jax.random.bernoulli(jax.random.key(int(action_map[3:])), 0.5, (size, size)).astype(jnp.int32)
 
 
+def map_at_size(key: jax.Array, largest: int, size: jax.Array) -> jax.Array:
+    """The action map `bernoulli(key, 0.5, (size, size))` for a traced `size`, zero-padded to (largest,
+    largest): the same bits (partitionable threefry: a draw's element i does not depend on its size)."""
+    flat = jax.random.bernoulli(key, 0.5, (largest * largest,)).astype(jnp.int32)
+    row, column = jnp.meshgrid(jnp.arange(largest), jnp.arange(largest), indexing="ij")
+    inside = (row < size) & (column < size)
+    return jnp.where(inside, flat[jnp.where(inside, row * size + column, 0)], 0)
+
+
 @dataclass(frozen=True)
 class EnvAdapter:
     """What the engine needs from an environment, with observations already encoded.
@@ -166,6 +175,10 @@ class EnvAdapter:
         rebuilt as Python constants at every step, so XLA folds them away (the
         noise draws of a deterministic DeepSea are then never computed).
         """
+        if self.obs_is_index and self.size is not None:  # the map of a traced size, padded (`map_at_size`)
+            if self.action_map != "per_run":
+                key = jax.random.key(int(self.action_map[3:]))
+            return map_at_size(key, self.env.size, self.size)
         if self.obs_is_index:
             return self.env.params_for_run(key, self.action_map).action_mapping
         return jnp.zeros((0,), jnp.int32)

@@ -12,6 +12,7 @@ from typing import Sequence
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 
 class RowLookupDense(nn.Module):
@@ -53,10 +54,14 @@ def init_ensemble(network: QNetwork, key: jax.Array, members: int, obs_example: 
     return jax.vmap(lambda k: network.init(k, obs_example))(keys)
 
 
-def init_ensemble_uniform(network: QNetwork, key: jax.Array, members: int, obs_example: jax.Array):
+def init_ensemble_uniform(network: QNetwork, key: jax.Array, members: int, obs_example: jax.Array,
+                          first_side: jax.Array | None = None):
     """As `init_ensemble`, but initialised as equinox's `Linear` (the research code's networks):
     every kernel and every bias ~ U(-1/sqrt(fan_in), +1/sqrt(fan_in)), fan_in = the kernel's rows
-    (n * n for DeepSea's first layer on its one-hot input)."""
+    (n * n for DeepSea's first layer on its one-hot input).
+
+    `first_side` (traced): DeepSea's n where the first layer has rows for a larger n; its kernel is
+    then the one drawn at n (the same bits: threefry's draws follow the flat index), zero beyond."""
     template = jax.eval_shape(lambda: init_ensemble(network, key, members, obs_example))
     layers = template["params"]
     out = {}
@@ -64,11 +69,32 @@ def init_ensemble_uniform(network: QNetwork, key: jax.Array, members: int, obs_e
         kernel, bias = layers[name]["kernel"], layers[name]["bias"]
         lim = 1.0 / float(kernel.shape[1]) ** 0.5
         k_kernel, k_bias = jax.random.split(jax.random.fold_in(key, i))
+        if first_side is not None and name == "RowLookupDense_0":
+            drawn, lim = _uniform_rows_at(k_kernel, kernel.shape, first_side)
+        else:
+            drawn = jax.random.uniform(k_kernel, kernel.shape, jnp.float32, -lim, lim)
         out[name] = {
-            "kernel": jax.random.uniform(k_kernel, kernel.shape, jnp.float32, -lim, lim),
+            "kernel": drawn,
             "bias": jax.random.uniform(k_bias, bias.shape, jnp.float32, -lim, lim),
         }
     return {"params": out}
+
+
+def _uniform_rows_at(key: jax.Array, shape: tuple[int, int, int], side: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """U(-1/n, 1/n) of shape (K, n * n, width) for n = `side` (traced), in an array of `shape` (K, rows
+    >= n * n, width), zero beyond: each member's block as `jax.random.uniform(key, (K, n * n, width))`
+    draws it (partitionable threefry: element i of a draw is the same whatever the draw's size).
+    Returns the kernel and its bound 1/n (the layer's bias is drawn with it)."""
+    members, rows, width = shape
+    largest = int(round(rows ** 0.5))
+    # the bound as the unpadded draw computes it, 1 / sqrt(n * n) in float64, rounded to float32
+    lims = jnp.asarray(np.array([1.0 / float(max(m * m, 1)) ** 0.5 for m in range(largest + 1)], np.float32))
+    lim = lims[side]
+    cells = side * side
+    flat = jax.random.uniform(key, (members * rows * width,), jnp.float32, -lim, lim)
+    k, r, c = jnp.meshgrid(jnp.arange(members), jnp.arange(rows), jnp.arange(width), indexing="ij")
+    index = jnp.where(r < cells, (k * cells + r) * width + c, 0)
+    return jnp.where(r < cells, flat[index], 0.0), lim
 
 
 def ensemble_apply(network: QNetwork, params, obs: jax.Array) -> jax.Array:

@@ -46,7 +46,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "workflow"))
 
 from deepsea_scaling import cost  # noqa: E402
-from deepsea_scaling.config import TrainConfig, program_signature  # noqa: E402
+from deepsea_scaling.config import TrainConfig, program_family, program_signature  # noqa: E402
 from deepsea_scaling.io import cpu_model  # noqa: E402
 
 
@@ -87,12 +87,17 @@ def load_jobs(study: str, logs: list[Path], runs_dirs: list[Path] | None = None)
     for path in paths:
         prov = json.loads(path.read_text())
         configs = [TrainConfig.from_dict(e["config"]) for e in prov["entries"]]
-        if len({program_signature(c) for c in configs}) != 1:
-            continue  # cells of several programs (not made by the workflow): no one program's cost
+        programs: dict = {}
+        for c, e in zip(configs, prov["entries"]):
+            programs.setdefault(program_signature(c), []).append((c, e["seeds"][1] - e["seeds"][0]))
+        if len({program_family(c) for c in configs}) != 1:
+            continue  # cells of several program families (not made by the workflow): no one program's cost
         runs = sum(e["seeds"][1] - e["seeds"][0] for e in prov["entries"])
         process = prov.get("process_seconds", walls.get(path.stem))
+        row = {} if len(programs) == 1 else {"parts": [
+            (cells[0][0], sum(r for _, r in cells), cost.has_prior([c for c, _ in cells])) for cells in programs.values()]}
         timings.setdefault(path.stem, []).append(dict(
-            name=path.stem, config=configs[0], runs=runs, prior=cost.has_prior(configs),
+            name=path.stem, config=max(configs, key=lambda c: c.hardness), runs=runs, prior=cost.has_prior(configs), **row,
             train_seconds=prov["run_seconds"],
             compile_seconds=prov["compile_seconds"], wall_seconds=prov["wall_seconds"],
             process_seconds=process, started=prov.get("started_utc", ""), cpu=prov.get("host", {}).get("cpu_model")))
@@ -181,8 +186,9 @@ def main(argv=None) -> int:
     errors = []
     for j in sorted(jobs, key=lambda j: j["wall_seconds"]):
         c = j["config"]
-        predicted = (fit.startup + (fit.compile_cached if j["cached"] else fit.compile)
-                     + cost.train_seconds(c, j["runs"], j["prior"], coeffs=fit))
+        training = (cost.row_parts_seconds(j["parts"], coeffs=fit) if "parts" in j
+                    else cost.train_seconds(c, j["runs"], j["prior"], coeffs=fit))
+        predicted = fit.startup + (fit.compile_cached if j["cached"] else fit.compile) + training
         err = predicted / j["wall_seconds"] - 1
         errors.append(err)
         print(f"{j['name']:<30} {c.kind:<6} {c.ensemble_size:>3} {c.hardness:>3} {j['runs']:>4} "

@@ -71,7 +71,7 @@ def test_row_grouping_trains_the_n_of_a_k_row_in_jobs_of_about_a_minute(config):
         prices = [cost.train_seconds(p[0].config, len(p) * (g.stop - g.start),
                                      prior=cost.has_prior([c.config for c in p])) for p in programs]
         assert len(programs) == 1 or sum(prices) <= ROW_GROUP_SECONDS
-        assert g.runtime_minutes() >= 5 * len(programs) and g.mem_mb() > 0
+        assert g.runtime_minutes() * 60 >= max(300, 2 * cost.row_parts_seconds(g.parts())) and g.mem_mb() > 0
     grid = copy.deepcopy(config)
     grid["studies"]["paper"].update(design="grid", train_grouping="row")
     paper = train_groups(S.load_study(grid, "paper"))
@@ -197,6 +197,19 @@ def test_fit_coefficients_recovers_known_costs_exactly():
         ref.startup + ref.compile_cached + cost.train_seconds(config, 8))
     with pytest.raises(ValueError, match="at least 3 jobs"):
         cost.fit_coefficients(jobs[:2])
+    # a job of a K row's n (train_grouping: row): one start-up and compile, each n's steps at the largest n's rows
+    rows = []
+    for k, sizes in [(4, (6, 9, 12)), (8, (10, 14)), (2, (5, 20))]:
+        parts = [(TrainConfig(kind="bootrp", ensemble_size=k, hardness=n, num_episodes=5000, fidelity="reference"),
+                  8, True) for n in sizes]
+        train = sum(true.train_seconds(c.num_vector_steps, 8 * k, max(sizes) ** 2, 8 * k) for c, _, _ in parts)
+        assert cost.row_parts_seconds(parts, coeffs=true) == pytest.approx(train)
+        rows.append(dict(config=parts[-1][0], runs=8 * len(sizes), parts=parts, train_seconds=train,
+                         compile_seconds=true.compile, wall_seconds=true.startup + true.compile + train, prior=True))
+    fit = cost.fit_coefficients(jobs + rows)
+    np.testing.assert_allclose([getattr(fit, f) for f in fields], [getattr(true, f) for f in fields], rtol=1e-6)
+    assert cost.row_job_seconds(rows[0]["parts"]) == pytest.approx(
+        ref.startup + ref.compile + cost.row_parts_seconds(rows[0]["parts"]))
 
 
 def test_a_program_evaluates_a_prior_unless_boot_trains_alone():

@@ -24,6 +24,8 @@ bounds derived from the same model.
 
 from __future__ import annotations
 
+import dataclasses
+
 import math
 from dataclasses import dataclass
 
@@ -58,11 +60,12 @@ class Coefficients:
 
 
 # default: the per-step terms above (the designs rank cells by them); start-up and compile per
-# job refitted on the default study's 27 jobs of 12 seeds, two at a time on a 2-core AMD EPYC with
-# AVX2 only (`python benchmarks/refit_cost.py --study default` in the checkout that ran it; the
-# engine summarising on the host): 4.4 s and 9.8 s (before: 3.5 and 7.8 on the AVX-512 EPYC,
-# where the per-step terms above were fitted; this machine's own per-step terms are 1.4-2.4x
-# those, and with them the refit's median error is 6%, worst 20%). compile_cached: the AVX-512 EPYC's.
+# job refitted on the default study's 8 jobs (train_grouping: row, 1-5 n per job, each job
+# compiling one init and one training program whatever its number of n), two at a time on a
+# 2-core AMD EPYC with AVX2 only on a slow day (`python benchmarks/refit_cost.py --study default`
+# in the checkout that ran it): 5.4 s and 16.3 s a job, median error 1%, worst 5%. Before, with a
+# job per (K, n): 4.4 s and 9.8 s a job on a faster day, 27 jobs. (The per-step terms above were
+# fitted on an AVX-512 EPYC; this machine's own are 1.4-2.4x those.) compile_cached: the AVX-512 EPYC's.
 # reference: refitted on 17 of the paper_check study's jobs (50,000 episodes, 8 seeds a job,
 # 18-197 s), each timed twice one at a time on a 2-core AMD EPYC with AVX2 only, the fastest
 # kept, beside 14 steady-state steps of cells up to K = 16, n = 96 (boot alone builds no prior,
@@ -71,7 +74,7 @@ class Coefficients:
 # --samples benchmarks/data/paper_check_timed/steps.csv`). compile_cached: loading a program
 # from JAX's cache, measured there before (no job of the fit loads one).
 COSTS = {
-    "default": Coefficients(STEP_SECONDS, PAIR_SECONDS, PAIR_ROW_SECONDS, startup=4.4, compile=9.8,
+    "default": Coefficients(STEP_SECONDS, PAIR_SECONDS, PAIR_ROW_SECONDS, startup=5.4, compile=16.3,
                             compile_cached=2.1),
     "reference": Coefficients(0.0, 4.39e-05, 5.92e-08, startup=3.4, compile=10.2, compile_cached=2.5,
                               prior_pair=9.54e-06, prior_pair_row=2.05e-08),
@@ -153,6 +156,21 @@ def job_seconds(config: TrainConfig, runs: int, cached: bool = False, prior: boo
     return c.startup + (c.compile_cached if cached else c.compile) + train_seconds(config, runs, prior)
 
 
+def row_parts_seconds(parts, coeffs: Coefficients | None = None) -> float:
+    """Projected training seconds of a job that trains `parts` ([(config, runs, prior)], one per DeepSea
+    n of a K row) with one program (`engine.train_groups`): each part's steps at the largest n's rows."""
+    largest = max(config.hardness for config, _, _ in parts)
+    return sum(train_seconds(dataclasses.replace(config, hardness=largest), runs, prior, coeffs,
+                             steps=config.num_vector_steps) for config, runs, prior in parts)
+
+
+def row_job_seconds(parts) -> float:
+    """Projected wall seconds of such a job: one start-up, one compile (init and training programs,
+    shared by every n), and `row_parts_seconds`."""
+    c = coefficients(parts[0][0])
+    return c.startup + c.compile + row_parts_seconds(parts)
+
+
 def fit_coefficients(jobs, step_samples=()) -> Coefficients:
     """Coefficients fitted to measured jobs, each a dict with `config` (TrainConfig), `runs`,
     `train_seconds`, `compile_seconds`, `wall_seconds` (the run's provenance) and optionally
@@ -173,17 +191,26 @@ def fit_coefficients(jobs, step_samples=()) -> Coefficients:
     if len(jobs) < 3:
         raise ValueError(f"fit_coefficients needs at least 3 jobs, got {len(jobs)}")
     step_samples = list(step_samples)
-    rows_in = [(j, j["config"].num_vector_steps, j["train_seconds"]) for j in jobs]
-    rows_in += [(s, 1, s["step_seconds"]) for s in step_samples]
-    priors = [r.get("prior", has_prior([r["config"]])) for r, _, _ in rows_in]
-    mixed = len(set(priors)) > 1
+    # a job's parts: (config, runs, steps, rows, prior); a row job's (`parts`: one per n) at its largest n's rows
+    def parts(r, steps):
+        if "parts" in r:
+            largest = max(first_layer_rows(c) for c, _, _ in r["parts"])
+            return [(c, runs, c.num_vector_steps, largest, prior) for c, runs, prior in r["parts"]]
+        return [(r["config"], r["runs"], steps, first_layer_rows(r["config"]), r.get("prior", has_prior([r["config"]])))]
+
+    rows_in = [(parts(j, None), j["train_seconds"]) for j in jobs]
+    rows_in = [([(c, runs, c.num_vector_steps if steps is None else steps, rows, prior)
+                 for c, runs, steps, rows, prior in ps], seconds) for ps, seconds in rows_in]
+    rows_in += [(parts(s, 1), s["step_seconds"]) for s in step_samples]
+    mixed = len({prior for ps, _ in rows_in for *_, prior in ps}) > 1
     X = []
-    for (r, steps, seconds), prior in zip(rows_in, priors):
-        config = r["config"]
-        pairs = r["runs"] * config.members
-        rows = first_layer_rows(config)
-        row = [1.0, pairs, pairs * rows] + ([pairs * prior, pairs * rows * prior] if mixed else [])
-        X.append(np.array(row, dtype=float) * steps / seconds)
+    for ps, seconds in rows_in:
+        total = np.zeros(5 if mixed else 3)
+        for config, runs, steps, rows, prior in ps:
+            pairs = runs * config.members
+            row = [1.0, pairs, pairs * rows] + ([pairs * prior, pairs * rows * prior] if mixed else [])
+            total += np.array(row, dtype=float) * steps
+        X.append(total / seconds)
     X = np.array(X)
     scale = X.max(axis=0)
     scale[scale == 0] = 1.0
@@ -206,7 +233,12 @@ def runtime_minutes(config: TrainConfig, runs: int, attempt: int = 1, prior: boo
     Start-up and compiling (2 min at most), then twice the cost model, rounded up
     to at least 5 minutes. A GPU runs faster.
     """
-    minutes = 2 + 2 * train_seconds(config, runs, prior) / 60
+    return runtime_minutes_of(train_seconds(config, runs, prior), attempt)
+
+
+def runtime_minutes_of(training_seconds: float, attempt: int = 1) -> int:
+    """`runtime_minutes` of a job whose projected training takes `training_seconds`."""
+    minutes = 2 + 2 * training_seconds / 60
     return int(math.ceil(max(5, minutes))) * 2 ** (max(1, attempt) - 1)
 
 

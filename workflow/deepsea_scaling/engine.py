@@ -98,9 +98,9 @@ class RunState:
 
 
 # The engine's numerics: a change that moves a run's float bits is a new version, recorded in every
-# table's provenance. 2: DeepSea's target table (default mode) computed in blocks of 32 rows
-# (`agent.q_table`), so one program serves several n; runs at n >= 8 in the default mode moved by
-# rounding (docs/ENGINE.md, "Engine versions"); reference mode, n <= 7 and other environments unchanged.
+# table's provenance. 2: DeepSea's target and prior tables (default mode) computed in blocks of 32
+# rows (`agent.q_table`), so one program serves several n; default-mode ensembles at n >= 9 moved by
+# rounding (docs/ENGINE.md, "Engine versions"); reference mode and other environments unchanged.
 ENGINE_VERSION = 2
 
 

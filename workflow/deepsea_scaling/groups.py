@@ -98,10 +98,16 @@ class TrainGroup:
             by_signature.setdefault(program_signature(cell.config), []).append(cell)
         return list(by_signature.values())
 
+    def parts(self) -> list[tuple]:
+        """(config, runs, prior) per program, as `cost.row_job_seconds` prices them."""
+        return [(cells[0].config, len(cells) * (self.stop - self.start), cost.has_prior([c.config for c in cells]))
+                for cells in self.programs()]
+
     def runtime_minutes(self, attempt: int = 1) -> int:
-        return sum(cost.runtime_minutes(cells[0].config, len(cells) * (self.stop - self.start), attempt,
-                                        prior=cost.has_prior([cell.config for cell in cells]))
-                   for cells in self.programs())
+        parts = self.parts()
+        if len(parts) == 1:
+            return cost.runtime_minutes(*parts[0][:2], attempt, prior=parts[0][2])
+        return cost.runtime_minutes_of(cost.row_parts_seconds(parts), attempt)
 
     def mem_mb(self, attempt: int = 1) -> int:
         return max(cost.mem_mb(cells[0].config, len(cells) * (self.stop - self.start), attempt)

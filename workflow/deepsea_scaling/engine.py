@@ -104,11 +104,13 @@ class RunState:
 ENGINE_VERSION = 2
 
 
-
 def numerics_version(config: TrainConfig) -> int:
     """The engine version whose numerics a run of `config` has: the last version that changed the
-    arithmetic of its program (a table of another version is stale: `runs.merge_group_tables`)."""
-    return 2 if isinstance(make_train(config).agent.target_form, agent.TargetTable) else 1
+    arithmetic of its program (a table of another version is stale: `runs.merge_group_tables`).
+    Version 2 changed how the cell tables are computed: programs that hold a prior or target table."""
+    the_agent = make_train(config).agent
+    tables = isinstance(the_agent.target_form, agent.TargetTable) or isinstance(the_agent.prior_form, agent.PriorTable)
+    return 2 if tables else 1
 
 
 default_hyper = agent.hyper_of  # the traced hyperparameters of a config (agent.Hyper)
@@ -434,13 +436,15 @@ def train_groups(
     """Train several batches (groups, each as `train_batch` takes it) one after the other in this
     process; `finished(i, results)` is called as group i ends (its tables can be written then).
 
-    DeepSea groups that differ only in n (`program_family`) share one training program: it is
-    compiled once for the largest n of them and called per group with n and the step counts traced
-    (`Dims`); each group is initialised at its own n (its own init program: its draws are those of
-    its n) and its cell tables (first layer, its AdamW moments, prior and target tables, action maps)
-    zero-padded to the largest n. The padded rows are never read and stay zero, and the target table
-    is computed in blocks (`agent.q_table`), so each run's result is bit for bit what its own
-    program gives (tests/test_engine.py checks it). Saves a program's tracing and compiling per n.
+    DeepSea groups that differ only in n (`program_family`) share one init and one training
+    program: compiled once for the largest n of them, called per group with n and the step counts
+    traced (`Dims`, `Trainer.with_dims`). The cell tables (first layer, its AdamW moments, prior and
+    target tables, action maps) have the largest n's rows, zero beyond a group's own; its draws are
+    those of its own n (threefry's draws do not depend on an array's size; with `init: flax`, which
+    draws by shape, each group has its own init program and its state is padded). The padded rows
+    are never read and stay zero, and the tables are computed in blocks (`agent.q_table`), so each
+    run's result is bit for bit what its own programs give (tests/test_engine.py checks it). Saves
+    tracing and compiling two programs per n.
     """
     prepared = [_prepare(cells) for cells in groups]
     largest: dict[tuple, int] = {}

@@ -50,7 +50,7 @@ import gymnax  # noqa: E402
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 from flax import struct  # noqa: E402
-from gymnax.environments import spaces  # noqa: E402
+from gymnax.environments import environment, spaces  # noqa: E402
 from gymnax.environments.bsuite import deep_sea  # noqa: E402
 from gymnax.environments.bsuite.deep_sea import DeepSea, EnvParams as DeepSeaEnvParams  # noqa: E402
 
@@ -79,6 +79,18 @@ class PerRunMapDeepSea(DeepSea):
     its arrays' shapes, which the engine does not use (observations are
     encoded from the row and column).
     """
+
+    def __init__(self, size: int = 8, action_mapping_key: jax.Array | None = None):
+        # gymnax's constructor draws its fixed map at once, an eager program compiled per size
+        # (0.3 s a size in a training job); the engine never uses it, so it is drawn on access
+        environment.Environment.__init__(self)
+        self.size = size
+        self._action_mapping_key = jax.random.key(0) if action_mapping_key is None else action_mapping_key
+
+    @property
+    def action_mapping(self) -> jax.Array:
+        """gymnax's fixed map of this instance (the map of key(0) unless given another key)."""
+        return jax.random.bernoulli(self._action_mapping_key, 0.5, (self.size, self.size)).astype(jnp.int32)
 
     def draw_action_mapping(self, key: jax.Array) -> jax.Array:
         """A fresh map, as bsuite's `mapping_seed`: each cell's "right" action is a fair coin."""

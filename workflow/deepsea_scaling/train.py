@@ -35,8 +35,9 @@ BATCH_HELP = (
     'several cells in one compiled program: a JSON list (inline, or @FILE to read it from FILE) of '
     '{"config": {option: value}, "seeds": [start, stop]} entries. Without "out" in the entries, all rows '
     'go into one table at --out (one sidecar lists every entry); with an "out" in every entry, each entry '
-    "gets its own table. The cells must share shapes (K, n, buffer, budget) and may differ in traced "
-    "hyperparameters and boot/bootrp. Each run's row is the same as when trained alone."
+    "gets its own table. The cells must share shapes (K, buffer, budget) and may differ in traced "
+    "hyperparameters, boot/bootrp and DeepSea's n (one program for every n, called per n). Each run's "
+    "row is the same as when trained alone."
 )
 
 
@@ -322,7 +323,7 @@ def main(argv: list[str] | None = None) -> int:
     for program, out in zip(programs, batches):
         for i, result in zip(program, out):
             results[i] = result
-    totals = {name: round(sum(batch[0].__dict__[name] for batch in batches), 3)
+    totals = {name: round(sum(getattr(batch[0], name) for batch in batches), 3)
               for name in ("compile_seconds", "run_seconds")}
 
     import jax
